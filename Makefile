@@ -1,0 +1,52 @@
+# Every target sets up what it needs, so a fresh clone works with `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+APT_STAMP := $(VENV)/.apt-tools
+# Third-party peers the tests talk to: nginx (upstream), curl and h2load (clients), ss (socket census).
+APT_TOOLS := nginx-light nghttp2-client curl iproute2
+
+.PHONY: run test lint typecheck unit bench-loopback clean apt-tools
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(STAMP)
+
+# Installs the Debian tools only when one is missing; needs root (CI runs as root).
+apt-tools: | $(BIN)/python
+	@if ! command -v nginx >/dev/null || ! command -v h2load >/dev/null || ! command -v curl >/dev/null || ! command -v ss >/dev/null; then \
+		echo "installing Debian tools: $(APT_TOOLS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
+	fi
+
+run: $(STAMP)
+	$(BIN)/cwnd-proxy demo
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy
+
+unit: $(DEV_STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test: $(DEV_STAMP) apt-tools lint typecheck
+	$(BIN)/pytest -q -ra
+
+bench-loopback: $(DEV_STAMP) apt-tools
+	$(BIN)/python bench/loopback.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
