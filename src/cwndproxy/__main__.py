@@ -1,0 +1,3 @@
+from cwndproxy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,306 @@
+"""The ``cwnd-proxy`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from cwndproxy import __version__
+from cwndproxy.config import (
+    DIRECTIONS,
+    LOG_FORMATS,
+    STRATEGIES,
+    Config,
+    ConfigError,
+    load_file,
+    parse_host_port,
+    parse_upstream_url,
+    to_toml,
+    validate,
+)
+
+log = logging.getLogger("cwndproxy")
+
+DESCRIPTION = """\
+A reverse proxy that keeps a pool of HTTP/2 connections to one far-away upstream warm.
+
+A new or idle TCP connection starts slow: its congestion window (cwnd) is ~10 packets and
+doubles once per round trip, and Linux shrinks it again after an idle gap longer than one
+retransmission timeout. cwnd-warm-up-proxy sits next to the clients, holds HTTP/2
+connections to the upstream open and forwards client requests over them.
+"""
+
+EPILOG = """\
+examples:
+  cwnd-proxy demo                                   # local demo origin + proxy
+  cwnd-proxy run --upstream https://origin.example:443 --pool-size 4
+  cwnd-proxy run --config proxy.toml --listen 127.0.0.1:9000
+  cwnd-proxy check-config proxy.toml
+"""
+
+
+def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
+    g = p.add_argument_group("proxy")
+    g.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
+    if upstream:
+        g.add_argument(
+            "--upstream",
+            metavar="URL",
+            help="https://HOST:PORT (TLS, ALPN h2) or http://HOST:PORT (h2c prior knowledge)",
+        )
+    g.add_argument("--listen", metavar="HOST:PORT", help="inbound address (default 127.0.0.1:8080)")
+    g.add_argument("--pool-size", type=int, metavar="N", help="upstream connections (default 4)")
+    g.add_argument(
+        "--bandwidth-mbps",
+        type=float,
+        metavar="X",
+        help="path bandwidth to warm for, Mbit/s; split evenly across the pool (default 100)",
+    )
+    g.add_argument("--direction", choices=DIRECTIONS, help="warm-up direction (default download)")
+    g.add_argument("--upload-path", metavar="PATH", help="upstream sink for upload warm-up")
+    g.add_argument("--download-path", metavar="PATH", help="upstream object for download warm-up")
+    g.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="warm-up strategy; this version implements only 'off' (a keep-alive pool)",
+    )
+    g.add_argument("--ca-file", metavar="FILE", help="extra CA certificate(s) for the upstream")
+    g.add_argument("--server-name", metavar="NAME", help="TLS SNI and :authority override")
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="do not verify the upstream's certificate (tests only!)",
+    )
+    g.add_argument("--inbound-tls-cert", metavar="FILE", help="serve clients over TLS (h2/h1)")
+    g.add_argument("--inbound-tls-key", metavar="FILE")
+    g.add_argument(
+        "--preserve-host",
+        action="store_true",
+        default=None,
+        help="send the client's Host as :authority instead of the upstream's name",
+    )
+    g.add_argument("--no-tui", action="store_true", help="log lines instead of the dashboard")
+    g.add_argument("--log-format", choices=LOG_FORMATS, help="headless log format")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cwnd-proxy",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="run the proxy against an upstream", description="Run the proxy."
+    )
+    _add_proxy_flags(run, upstream=True)
+
+    demo = sub.add_parser(
+        "demo",
+        help="start a local demo origin and the proxy in front of it",
+        description="Start the demo origin on loopback and the proxy pointed at it, "
+        "then print a curl command to try.",
+    )
+    _add_proxy_flags(demo, upstream=False)
+
+    origin = sub.add_parser(
+        "origin",
+        help="run the demo origin (HTTP/2 sink and blob server)",
+        description="Run the demo origin: POST|PUT /cwnd/sink, GET /cwnd/blob?size=N (Range), "
+        "/echo, /headers, /status/N, /trailers, /slow, /reset, /goaway.",
+    )
+    origin.add_argument("--listen", default="127.0.0.1:8443", metavar="HOST:PORT")
+    origin.add_argument("--tls-cert", metavar="FILE", help="serve TLS (ALPN h2); else h2c")
+    origin.add_argument("--tls-key", metavar="FILE")
+    origin.add_argument("--blob-size", type=int, default=64 * 1024 * 1024, metavar="BYTES")
+    origin.add_argument("--max-concurrent-streams", type=int, default=100, metavar="N")
+    origin.add_argument("--no-range", action="store_true", help="ignore Range (always 200)")
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file and print the effective configuration",
+        description="Validate FILE and print the effective configuration as TOML.",
+    )
+    check.add_argument("file", metavar="FILE")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    config = load_file(args.config) if getattr(args, "config", None) else Config()
+    t, p, s, u = config.target, config.pool, config.server, config.ui
+    if getattr(args, "upstream", None):
+        t.host, t.port, t.tls = parse_upstream_url(args.upstream)
+    if args.listen:
+        s.host, s.port = parse_host_port(args.listen, "--listen")
+    for flag, section, key in (
+        ("pool_size", p, "pool_size"),
+        ("bandwidth_mbps", p, "bandwidth_mbps"),
+        ("direction", p, "warm_up_direction"),
+        ("upload_path", p, "warm_up_upload_path"),
+        ("download_path", p, "warm_up_download_path"),
+        ("strategy", p, "strategy"),
+        ("ca_file", t, "tls_ca_file"),
+        ("server_name", t, "tls_server_name"),
+        ("insecure", t, "tls_insecure_skip_verify"),
+        ("preserve_host", s, "preserve_host"),
+        ("log_format", u, "log_format"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(section, key, value)
+    if args.inbound_tls_cert or args.inbound_tls_key:
+        s.tls_cert_file = args.inbound_tls_cert
+        s.tls_key_file = args.inbound_tls_key
+        s.inbound_tls = True
+    if args.no_tui:
+        u.tui = False
+    return config
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # h2 and granian are chatty at debug level; keep our own messages readable.
+    for name in ("hpack", "h2", "granian", "_granian"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "check-config":
+            config = validate(load_file(args.file))
+            sys.stdout.write(to_toml(config))
+            sys.stdout.write(
+                f"# derived: per_connection_target_bps = {config.per_connection_target_bps}\n"
+            )
+            return 0
+        if args.command == "origin":
+            _setup_logging(False)
+            return asyncio.run(_run_origin(args))
+        _setup_logging(args.verbose)
+        config = config_from_args(args)
+        if args.command == "run":
+            if not getattr(args, "upstream", None) and not args.config:
+                raise ConfigError("run needs --upstream URL or --config FILE")
+            validate(config)
+            return asyncio.run(_run_proxy(config))
+        return asyncio.run(_run_demo(config, args))
+    except ConfigError as exc:
+        print(f"cwnd-proxy: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
+    from cwndproxy.service import ProxyService, log_status, wait_for_signal
+
+    if config.target.tls_insecure_skip_verify:
+        log.warning(
+            "!!! TLS verification of the upstream is OFF (--insecure): anyone on the path "
+            "can impersonate %s. Use only for tests. !!!",
+            config.upstream_url,
+        )
+    service = ProxyService(config)
+    try:
+        await service.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, exc)
+        await service.pool.close()
+        return 1
+    log.info(
+        "proxy listening on %s -> upstream %s (pool of %d, strategy %s)",
+        service.server.url,
+        config.upstream_url,
+        config.pool.pool_size,
+        config.pool.strategy,
+    )
+    if banner:
+        print(banner, flush=True)
+    status = asyncio.get_running_loop().create_task(log_status(service, 5.0))
+    name = await wait_for_signal()
+    log.info("%s received: shutting down (grace %d ms)", name, config.server.shutdown_grace_ms)
+    status.cancel()
+    await service.stop()
+    log.info("stopped")
+    return 0
+
+
+async def _run_proxy(config: Config) -> int:
+    return await _serve_until_signal(config)
+
+
+async def _run_demo(config: Config, args: argparse.Namespace) -> int:
+    from cwndproxy.origin import DemoOrigin
+
+    origin = DemoOrigin("127.0.0.1", 0)
+    await origin.start()
+    if not args.config:
+        config.target.host, config.target.port, config.target.tls = "127.0.0.1", origin.port, False
+    if config.pool.warm_up_download_path is None:
+        config.pool.warm_up_download_path = "/cwnd/blob"
+    if config.pool.warm_up_upload_path is None:
+        config.pool.warm_up_upload_path = "/cwnd/sink"
+    try:
+        validate(config)
+        host = config.server.host
+        scheme = "https" if config.server.inbound_tls else "http"
+        banner = (
+            f"\nDemo origin on {origin.url} (h2c); proxy on {scheme}://{host}:{config.server.port}\n"
+            f"Try:  curl -o /dev/null -w '%{{http_code}} %{{size_download}} bytes in "
+            f"%{{time_total}}s\\n' {scheme}://{host}:{config.server.port}/cwnd/blob?size=4000000\n"
+            "Stop with Ctrl-C.\n"
+        )
+        return await _serve_until_signal(config, banner)
+    finally:
+        await origin.stop()
+
+
+async def _run_origin(args: argparse.Namespace) -> int:
+    from cwndproxy.origin import DemoOrigin, server_ssl_context
+    from cwndproxy.service import wait_for_signal
+
+    host, port = parse_host_port(args.listen, "--listen")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    ctx = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    origin = DemoOrigin(
+        host,
+        port,
+        ssl_context=ctx,
+        blob_size=args.blob_size,
+        supports_range=not args.no_range,
+        max_concurrent_streams=args.max_concurrent_streams,
+    )
+    try:
+        await origin.start()
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", args.listen, exc.strerror or exc)
+        return 1
+    log.info("demo origin on %s", origin.url)
+    await wait_for_signal()
+    with contextlib.suppress(Exception):
+        await origin.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

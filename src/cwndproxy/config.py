@@ -1,0 +1,347 @@
+"""Configuration: typed dataclasses with defaults in source (SPEC.md), a TOML file on top,
+command-line flags on top of that, then validation.
+
+Every validation error names the key and what is allowed, e.g.
+``pool.warm_up_direction = "upload" needs pool.warm_up_upload_path``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DIRECTIONS = ("upload", "download", "both")
+UPLOAD_METHODS = ("POST", "PUT")
+DOWNLOAD_METHODS = ("GET",)
+STRATEGIES = ("burst", "ping", "off")
+# Strategies the running code implements. The warm-up engine adds burst and ping.
+IMPLEMENTED_STRATEGIES = ("off",)
+LOG_FORMATS = ("human", "json")
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the key."""
+
+
+@dataclass
+class TargetConfig:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    protocol: str = "http2"
+    tls: bool = True
+    tls_insecure_skip_verify: bool = False
+    tls_ca_file: str | None = None
+    tls_server_name: str | None = None
+    connect_timeout_ms: int = 5000
+    # Time allowed for the upstream's response headers before the client gets a 504.
+    response_timeout_ms: int = 60000
+
+
+@dataclass
+class PoolConfig:
+    pool_size: int = 4
+    bandwidth_mbps: float = 100.0
+    # 0 means auto: derived from the measured RTT and the per-connection target.
+    warm_up_interval_ms: int = 0
+    warm_up_size_bytes: int = 0
+    warm_up_direction: str = "download"
+    warm_up_upload_path: str | None = None
+    warm_up_upload_method: str = "POST"
+    warm_up_download_path: str | None = None
+    warm_up_download_method: str = "GET"
+    download_supports_range: bool = True
+    per_connection_dwell_ms: int = 2000
+    fallback_upload_retry: bool = True
+    warm_up_headers: dict[str, str] = field(default_factory=dict)
+    strategy: str = "off"
+    # HTTP/2 PING period for RTT measurement; 0 disables it.
+    rtt_probe_interval_ms: int = 1000
+    # HTTP/2 flow control: must exceed the path's BDP, or the window, not cwnd, is the limit.
+    stream_window_bytes: int = 16 * 1024 * 1024
+    connection_window_bytes: int = 64 * 1024 * 1024
+    max_frame_size: int = 1024 * 1024
+    reconnect_min_ms: int = 100
+    reconnect_max_ms: int = 10000
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    inbound_tls: bool = False
+    inbound_h2c: bool = True
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # Time to receive a request's headers (HTTP/1.1), and to hand one response chunk to a
+    # slow client before the exchange is aborted.
+    read_timeout_ms: int = 30000
+    write_timeout_ms: int = 30000
+    # HTTP/2 keep-alive: a client connection that does not answer a PING this long is closed.
+    idle_timeout_ms: int = 60000
+    # Send the client's Host as :authority instead of the upstream's own name.
+    preserve_host: bool = False
+    shutdown_grace_ms: int = 10000
+
+
+@dataclass
+class UiConfig:
+    tui: bool = True
+    log_format: str = "human"
+
+
+@dataclass
+class Config:
+    target: TargetConfig = field(default_factory=TargetConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
+
+    @property
+    def per_connection_target_bps(self) -> int:
+        """SPEC.md: floor((bandwidth_mbps * 1_000_000) / pool_size), in bit/s."""
+        return math.floor((self.pool.bandwidth_mbps * 1_000_000) / self.pool.pool_size)
+
+    @property
+    def upstream_url(self) -> str:
+        scheme = "https" if self.target.tls else "http"
+        host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
+        return f"{scheme}://{host}:{self.target.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS: dict[str, type] = {
+    "target": TargetConfig,
+    "pool": PoolConfig,
+    "server": ServerConfig,
+    "ui": UiConfig,
+}
+
+
+def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "a boolean"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    return "a table of strings"
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check a TOML value against the field's type. TOML already typed it; we only accept
+    an int where a float is wanted and None for optional fields."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        return _coerce(key, inner, value)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    if (
+        typing.get_origin(tp) is dict
+        and isinstance(value, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    ):
+        return dict(value)
+    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+
+
+def apply_table(config: Config, table: dict[str, Any], source: str = "config") -> None:
+    """Merge a parsed TOML table into ``config``, rejecting unknown keys."""
+    for section, values in table.items():
+        cls = _SECTIONS.get(section)
+        if cls is None:
+            allowed = ", ".join(_SECTIONS)
+            raise ConfigError(f"{source}: unknown section [{section}] (allowed: {allowed})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        target = getattr(config, section)
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if key not in hints:
+                allowed = ", ".join(hints)
+                raise ConfigError(f"{source}: unknown key {section}.{key} (allowed: {allowed})")
+            setattr(target, key, _coerce(f"{section}.{key}", hints[key], value))
+
+
+def load_file(path: str | Path, config: Config | None = None) -> Config:
+    config = config or Config()
+    try:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    apply_table(config, table, source=str(path))
+    return config
+
+
+def parse_upstream_url(url: str) -> tuple[str, int, bool]:
+    """``https://host:port`` is TLS + ALPN h2; ``http://host:port`` is h2c prior knowledge."""
+    split = urlsplit(url)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise ConfigError(
+            f"--upstream {url!r}: expected http://HOST[:PORT] (h2c) or https://HOST[:PORT] (TLS)"
+        )
+    if split.path not in ("", "/") or split.query or split.fragment:
+        raise ConfigError(f"--upstream {url!r}: give only scheme, host and port, no path")
+    tls = split.scheme == "https"
+    try:
+        port = split.port or (443 if tls else 80)
+    except ValueError:
+        raise ConfigError(f"--upstream {url!r}: invalid port") from None
+    return split.hostname, port, tls
+
+
+def parse_host_port(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port_s = value.rpartition(":")
+    if not sep:
+        raise ConfigError(f"{flag} {value!r}: expected HOST:PORT")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r}: port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{flag} {value!r}: port must be 0-65535")
+    return host, port
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f'{key} = "{value}" is not allowed (allowed: {", ".join(allowed)})')
+
+
+def _positive(key: str, value: float, *, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{key} = {value} must be {'>= 0' if zero_ok else '> 0'}")
+
+
+def validate(config: Config) -> Config:
+    """Raise ConfigError for the first problem found; return the config unchanged."""
+    t, p, s, u = config.target, config.pool, config.server, config.ui
+    if not t.host:
+        raise ConfigError("target.host must not be empty")
+    if not 1 <= t.port <= 65535:
+        raise ConfigError(f"target.port = {t.port} must be 1-65535")
+    _one_of("target.protocol", t.protocol, ("http2",))
+    if t.tls_ca_file and not Path(t.tls_ca_file).is_file():
+        raise ConfigError(f"target.tls_ca_file = {t.tls_ca_file!r}: file not found")
+    if (t.tls_insecure_skip_verify or t.tls_ca_file or t.tls_server_name) and not t.tls:
+        raise ConfigError(
+            "target.tls_insecure_skip_verify, tls_ca_file and tls_server_name "
+            "need target.tls = true"
+        )
+    _positive("target.connect_timeout_ms", t.connect_timeout_ms)
+    _positive("target.response_timeout_ms", t.response_timeout_ms)
+
+    if not 1 <= p.pool_size <= 1024:
+        raise ConfigError(f"pool.pool_size = {p.pool_size} must be 1-1024")
+    if not (p.bandwidth_mbps > 0 and math.isfinite(p.bandwidth_mbps)):
+        raise ConfigError(f"pool.bandwidth_mbps = {p.bandwidth_mbps} must be a number > 0")
+    _positive("pool.warm_up_interval_ms", p.warm_up_interval_ms, zero_ok=True)
+    _positive("pool.warm_up_size_bytes", p.warm_up_size_bytes, zero_ok=True)
+    _positive("pool.per_connection_dwell_ms", p.per_connection_dwell_ms, zero_ok=True)
+    _positive("pool.rtt_probe_interval_ms", p.rtt_probe_interval_ms, zero_ok=True)
+    _one_of("pool.warm_up_direction", p.warm_up_direction, DIRECTIONS)
+    _one_of("pool.warm_up_upload_method", p.warm_up_upload_method, UPLOAD_METHODS)
+    _one_of("pool.warm_up_download_method", p.warm_up_download_method, DOWNLOAD_METHODS)
+    _one_of("pool.strategy", p.strategy, STRATEGIES)
+    if p.strategy not in IMPLEMENTED_STRATEGIES:
+        raise ConfigError(
+            f'pool.strategy = "{p.strategy}" is not available yet: the warm-up engine is not '
+            f"built in this version (allowed now: {', '.join(IMPLEMENTED_STRATEGIES)})"
+        )
+    if p.strategy != "off":
+        if p.warm_up_direction in ("upload", "both") and not p.warm_up_upload_path:
+            raise ConfigError(
+                f'pool.warm_up_direction = "{p.warm_up_direction}" needs pool.warm_up_upload_path'
+            )
+        if p.warm_up_direction in ("download", "both") and not p.warm_up_download_path:
+            raise ConfigError(
+                f'pool.warm_up_direction = "{p.warm_up_direction}" needs pool.warm_up_download_path'
+            )
+    for key in ("warm_up_upload_path", "warm_up_download_path"):
+        value = getattr(p, key)
+        if value is not None and not value.startswith("/"):
+            raise ConfigError(f"pool.{key} = {value!r} must start with '/'")
+    for name in p.warm_up_headers:
+        if not name or name.lower() != name or name.startswith(":"):
+            raise ConfigError(
+                f"pool.warm_up_headers: header name {name!r} must be lower-case and not a "
+                "pseudo-header"
+            )
+    # RFC 9113 section 6.5.2 limits.
+    if not 65535 <= p.stream_window_bytes <= 2**31 - 1:
+        raise ConfigError("pool.stream_window_bytes must be 65535 .. 2147483647")
+    if not 65535 <= p.connection_window_bytes <= 2**31 - 1:
+        raise ConfigError("pool.connection_window_bytes must be 65535 .. 2147483647")
+    if not 16384 <= p.max_frame_size <= 2**24 - 1:
+        raise ConfigError("pool.max_frame_size must be 16384 .. 16777215")
+    _positive("pool.reconnect_min_ms", p.reconnect_min_ms)
+    if p.reconnect_max_ms < p.reconnect_min_ms:
+        raise ConfigError("pool.reconnect_max_ms must be >= pool.reconnect_min_ms")
+
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"server.port = {s.port} must be 0-65535")
+    if s.inbound_tls and not (s.tls_cert_file and s.tls_key_file):
+        raise ConfigError("server.inbound_tls = true needs server.tls_cert_file and tls_key_file")
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
+        raise ConfigError("server.tls_cert_file and server.tls_key_file go together")
+    for key in ("tls_cert_file", "tls_key_file"):
+        value = getattr(s, key)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"server.{key} = {value!r}: file not found")
+    for key in ("read_timeout_ms", "write_timeout_ms", "idle_timeout_ms"):
+        _positive(f"server.{key}", getattr(s, key))
+    _positive("server.shutdown_grace_ms", s.shutdown_grace_ms, zero_ok=True)
+    _one_of("ui.log_format", u.log_format, LOG_FORMATS)
+    return config
+
+
+def to_toml(config: Config) -> str:
+    """The effective configuration as TOML (for ``check-config``)."""
+    lines: list[str] = []
+    for section, values in config.to_dict().items():
+        lines.append(f"[{section}]")
+        tables: list[tuple[str, dict[str, str]]] = []
+        for key, value in values.items():
+            if value is None:
+                lines.append(f"# {key} = (unset)")
+            elif isinstance(value, dict):
+                tables.append((key, value))
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        for key, table in tables:
+            inner = ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in table.items())
+            lines.append(f"{key} = {{ {inner} }}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

@@ -1,0 +1,280 @@
+"""The pool: N HTTP/2 sessions over N distinct TCP connections to the one upstream.
+
+Decisions are plain functions of plain data (``choose_slot``, ``backoff_delay``), testable
+without sockets or sleeps; ``Pool`` is the thin asyncio shell that dials, supervises and
+reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from cwndproxy.metrics import TrafficCounters, TrafficKind
+from cwndproxy.upstream.dial import DialError, UpstreamTarget, dial
+from cwndproxy.upstream.session import H2Session, SessionSettings, SessionState
+
+log = logging.getLogger(__name__)
+
+
+class SlotState(enum.Enum):
+    CONNECTING = "connecting"
+    READY = "ready"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """What selection needs to know about a slot, as plain data."""
+
+    index: int
+    ready: bool
+    real_streams: int
+    free_stream_slots: int
+    last_chosen: float
+
+
+def choose_slot(views: Sequence[SlotView], exclude: frozenset[int] = frozenset()) -> int | None:
+    """Pick a session for a real request: ready ones only; prefer one with a free stream
+    slot, then the fewest active real streams, then the least recently chosen (spreads
+    requests so that every connection's window stays in use)."""
+    candidates = [v for v in views if v.ready and v.index not in exclude]
+    if not candidates:
+        return None
+    best = min(
+        candidates,
+        key=lambda v: (v.free_stream_slots == 0, v.real_streams, v.last_chosen, v.index),
+    )
+    return best.index
+
+
+def backoff_delay(
+    attempt: int, minimum: float, maximum: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Exponential back-off with "equal jitter": half the step is fixed, half random, so
+    reconnects of many slots spread out but never collapse to zero. ``attempt`` counts
+    consecutive failures from 0."""
+    step = min(maximum, minimum * float(2 ** min(attempt, 30)))
+    return step / 2 + rand() * step / 2
+
+
+@dataclass
+class PoolSlot:
+    index: int
+    state: SlotState = SlotState.CONNECTING
+    state_since: float = field(default_factory=time.monotonic)
+    session: H2Session | None = None
+    # Sessions that got GOAWAY and are finishing their streams while a replacement serves.
+    draining: list[H2Session] = field(default_factory=list)
+    reconnects: int = 0
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_chosen: float = 0.0
+    retired_counters: TrafficCounters = field(default_factory=TrafficCounters)
+
+    def set_state(self, state: SlotState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.state_since = time.monotonic()
+
+    @property
+    def ready(self) -> bool:
+        return self.state is SlotState.READY and self.session is not None and self.session.is_usable
+
+    def view(self) -> SlotView:
+        s = self.session
+        return SlotView(
+            index=self.index,
+            ready=self.ready,
+            real_streams=s.active_streams_of(TrafficKind.REAL) if s else 0,
+            free_stream_slots=s.free_stream_slots if s else 0,
+            last_chosen=self.last_chosen,
+        )
+
+    @property
+    def counters(self) -> TrafficCounters:
+        total = TrafficCounters()
+        total.merge(self.retired_counters)
+        for s in [self.session, *self.draining]:
+            if s is not None:
+                total.merge(s.counters)
+        return total
+
+
+SessionListener = Callable[[PoolSlot, H2Session], None]
+Dialer = Callable[[], Awaitable[H2Session]]
+
+
+class NoSessionAvailable(Exception):
+    """No ready session within the wait; the message carries the last dial error."""
+
+
+class Pool:
+    def __init__(
+        self,
+        target: UpstreamTarget,
+        size: int,
+        *,
+        settings: SessionSettings | None = None,
+        rtt_probe_interval: float = 1.0,
+        reconnect_min: float = 0.1,
+        reconnect_max: float = 10.0,
+        dialer: Dialer | None = None,
+    ) -> None:
+        self.target = target
+        self.slots = [PoolSlot(i) for i in range(size)]
+        self._settings = settings
+        self._rtt_probe_interval = rtt_probe_interval
+        self._reconnect_min = reconnect_min
+        self._reconnect_max = reconnect_max
+        self._dialer = dialer or self._dial
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self.listeners: list[SessionListener] = []
+
+    async def _dial(self) -> H2Session:
+        return await dial(
+            self.target, settings=self._settings, rtt_probe_interval=self._rtt_probe_interval
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Pre-connect every slot at once; each slot then supervises its connection."""
+        loop = asyncio.get_running_loop()
+        for slot in self.slots:
+            self._tasks.append(loop.create_task(self._supervise(slot), name=f"pool-{slot.index}"))
+
+    async def wait_ready(self, timeout: float, count: int = 1) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                while sum(s.ready for s in self.slots) < count:
+                    await self._wait_change()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _wait_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    async def close(self, grace: float = 0.0) -> None:
+        """GOAWAY every session, let active streams finish within ``grace``, then close."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sessions = [s for slot in self.slots for s in [slot.session, *slot.draining] if s]
+        await asyncio.gather(*(s.aclose(grace) for s in sessions), return_exceptions=True)
+        for slot in self.slots:
+            slot.set_state(SlotState.STOPPED)
+        self._notify()
+
+    # -- supervision -------------------------------------------------------------------------
+    async def _supervise(self, slot: PoolSlot) -> None:
+        while not self._stopping:
+            slot.set_state(SlotState.CONNECTING)
+            self._notify()
+            try:
+                session = await self._dialer()
+            except DialError as exc:
+                slot.last_error = str(exc)
+                delay = backoff_delay(
+                    slot.consecutive_failures, self._reconnect_min, self._reconnect_max
+                )
+                slot.consecutive_failures += 1
+                log.warning("session %d: %s; retrying in %.2fs", slot.index, slot.last_error, delay)
+                slot.set_state(SlotState.BACKOFF)
+                self._notify()
+                await asyncio.sleep(delay)
+                continue
+            slot.session = session
+            slot.set_state(SlotState.READY)
+            slot.last_error = None
+            self._notify()
+            for listener in self.listeners:
+                listener(slot, session)
+            await session.unusable.wait()
+            # GOAWAY or loss: a replacement is dialled now while old streams finish.
+            slot.session = None
+            if session.state is SessionState.DRAINING:
+                slot.draining.append(session)
+                asyncio.get_running_loop().create_task(self._retire_when_closed(slot, session))
+            else:
+                slot.retired_counters.merge(session.counters)
+            slot.last_error = session.close_reason
+            slot.reconnects += 1
+            lived = time.monotonic() - session.created_at
+            # A connection that lived a while resets the back-off; one that dies at once
+            # (e.g. the upstream accepts then closes) keeps backing off.
+            if lived > 5.0:
+                slot.consecutive_failures = 0
+            delay = backoff_delay(
+                slot.consecutive_failures, self._reconnect_min, self._reconnect_max
+            )
+            slot.consecutive_failures += 1
+            log.info("session %d: %s; reconnecting in %.2fs", slot.index, slot.last_error, delay)
+            slot.set_state(SlotState.BACKOFF)
+            self._notify()
+            await asyncio.sleep(delay)
+
+    async def _retire_when_closed(self, slot: PoolSlot, session: H2Session) -> None:
+        await asyncio.shield(session.closed)
+        if session in slot.draining:
+            slot.draining.remove(session)
+            slot.retired_counters.merge(session.counters)
+
+    # -- selection ------------------------------------------------------------------------
+    def pick(self, exclude: frozenset[int] = frozenset()) -> PoolSlot | None:
+        index = choose_slot([s.view() for s in self.slots], exclude)
+        if index is None:
+            return None
+        slot = self.slots[index]
+        slot.last_chosen = time.monotonic()
+        return slot
+
+    async def acquire(
+        self, timeout: float, exclude: frozenset[int] = frozenset()
+    ) -> tuple[PoolSlot, H2Session]:
+        """A ready session for a real request, waiting up to ``timeout`` for one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            slot = self.pick(exclude)
+            if slot is not None and slot.session is not None:
+                return slot, slot.session
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopping:
+                raise NoSessionAvailable(self.describe_unavailable())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wait_change()
+
+    def describe_unavailable(self) -> str:
+        errors = [s.last_error for s in self.slots if s.last_error]
+        if self._stopping:
+            return "proxy is shutting down"
+        if errors:
+            return f"upstream {self.target.url} unavailable: {errors[-1]}"
+        return f"no connection to upstream {self.target.url} is ready yet"
+
+    @property
+    def ready_count(self) -> int:
+        return sum(s.ready for s in self.slots)
+
+    def totals(self) -> TrafficCounters:
+        total = TrafficCounters()
+        for slot in self.slots:
+            total.merge(slot.counters)
+        return total

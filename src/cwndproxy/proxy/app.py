@@ -1,0 +1,372 @@
+"""The ASGI forwarding app: every inbound request goes to the one configured upstream over
+a pooled HTTP/2 session, bodies streamed both ways with backpressure.
+
+Retry rule (like a careful nginx or Envoy): one retry, on another session, only while
+nothing has been sent to the client and the whole request body is held in memory; and only
+for idempotent methods, or for any method when the upstream proved it did not process the
+request (REFUSED_STREAM, or a stream above GOAWAY's last_stream_id; RFC 9113 section 8.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from cwndproxy.metrics import TrafficKind
+from cwndproxy.pool import NoSessionAvailable, Pool, PoolSlot
+from cwndproxy.proxy.headers import (
+    downstream_response_headers,
+    is_idempotent,
+    upstream_request_headers,
+)
+from cwndproxy.upstream.session import (
+    H2Session,
+    Response,
+    StreamTimeout,
+    UpstreamError,
+    UpstreamStream,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# A request body up to this size is kept so that a failed attempt can be replayed.
+REPLAY_LIMIT = 1024 * 1024
+
+
+@dataclass
+class ForwardingSettings:
+    response_timeout: float = 60.0
+    write_timeout: float = 30.0
+    acquire_timeout: float = 5.0
+    preserve_host: bool = False
+
+
+class ClientGone(Exception):
+    """The inbound client disconnected."""
+
+
+class RequestBody:
+    """The inbound request body, read once from ASGI and kept (up to REPLAY_LIMIT) so that
+    a retry can send it again."""
+
+    def __init__(self, receive: Receive, first: Message) -> None:
+        self._receive = receive
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.complete = False
+        self.replayable = True
+        self.disconnected = False
+        self._absorb(first)
+
+    def _absorb(self, message: Message) -> None:
+        if message["type"] == "http.disconnect":
+            self.disconnected = True
+            self.complete = True
+            return
+        body = message.get("body", b"")
+        if body:
+            self.size += len(body)
+            if self.size > REPLAY_LIMIT:
+                self.replayable = False
+            self.chunks.append(body)
+        if not message.get("more_body", False):
+            self.complete = True
+
+    @property
+    def empty(self) -> bool:
+        return self.complete and self.size == 0 and not self.disconnected
+
+    async def stream(self) -> Any:
+        """Yield the body from the start: replayed chunks first, then fresh ones."""
+        index = 0
+        while True:
+            while index < len(self.chunks):
+                chunk = self.chunks[index]
+                if not self.replayable:
+                    # Past the replay limit nothing is kept: hand the chunk over and forget.
+                    self.chunks[index] = b""
+                index += 1
+                yield chunk
+            if self.complete:
+                if self.disconnected:
+                    raise ClientGone()
+                return
+            self._absorb(await self._receive())
+
+
+class ForwardingApp:
+    def __init__(self, pool: Pool, settings: ForwardingSettings | None = None) -> None:
+        self.pool = pool
+        self.settings = settings or ForwardingSettings()
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # websockets are not proxied
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        # Only origin-form targets are forwarded. An absolute-form URI naming another host
+        # must not turn this reverse proxy into an open one: the upstream is fixed.
+        if not raw_path.startswith(b"/"):
+            await _error(send, 400, "request target must be a path (origin-form)")
+            return
+        path = raw_path.decode("latin-1")
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        client = scope.get("client")
+        client_ip = client[0] if client else None
+        authority, headers = upstream_request_headers(
+            list(scope["headers"]),
+            client_ip=client_ip,
+            inbound_scheme=scope.get("scheme", "http"),
+            upstream_authority=self.pool.target.authority,
+            preserve_host=self.settings.preserve_host,
+        )
+        trailers_ok = "http.response.trailers" in (scope.get("extensions") or {})
+        body = RequestBody(receive, await receive())
+        if body.disconnected:
+            return
+
+        tried: set[int] = set()
+        for attempt in range(2):
+            try:
+                slot, session = await self.pool.acquire(
+                    self.settings.acquire_timeout, exclude=frozenset(tried)
+                )
+            except NoSessionAvailable as exc:
+                if attempt == 0 or not tried:
+                    await _error(send, 502, str(exc))
+                    return
+                # The retry found no other session: try any ready one, including the first.
+                try:
+                    slot, session = await self.pool.acquire(self.settings.acquire_timeout)
+                except NoSessionAvailable as exc2:
+                    await _error(send, 502, str(exc2))
+                    return
+            tried.add(slot.index)
+            exchange = _Exchange(self, slot, session, method, path, authority, headers, body)
+            try:
+                await exchange.run(send, receive, trailers_ok)
+                return
+            except ClientGone:
+                return
+            except UpstreamError as exc:
+                retry = (
+                    attempt == 0
+                    and not exchange.response_started
+                    and body.complete
+                    and body.replayable
+                    and (is_idempotent(method) or exc.unprocessed)
+                )
+                slot_counters = session.counters
+                slot_counters.errors += 1
+                if retry:
+                    slot_counters.retries += 1
+                    log.info("retrying %s %s on another session: %s", method, path, exc)
+                    continue
+                if exchange.response_started:
+                    # Headers already went out: the only honest signal left is to cut the
+                    # response short, so the client sees a truncated body, not a clean end.
+                    log.warning("%s %s failed mid-response: %s", method, path, exc)
+                    raise
+                status = 504 if isinstance(exc, StreamTimeout) else 502
+                await _error(send, status, f"upstream error: {exc}")
+                return
+
+
+class _Exchange:
+    """One attempt at forwarding one request over one session."""
+
+    def __init__(
+        self,
+        app: ForwardingApp,
+        slot: PoolSlot,
+        session: H2Session,
+        method: str,
+        path: str,
+        authority: str,
+        headers: list[tuple[bytes, bytes]],
+        body: RequestBody,
+    ) -> None:
+        self.app = app
+        self.slot = slot
+        self.session = session
+        self.method = method
+        self.path = path
+        self.authority = authority
+        self.headers = headers
+        self.body = body
+        self.response_started = False
+        self.stream: UpstreamStream | None = None
+
+    async def run(self, send: Send, receive: Receive, trailers_ok: bool) -> None:
+        settings = self.app.settings
+        stream = await self.session.open_stream(
+            self.method,
+            self.path,
+            self.headers,
+            end_stream=self.body.empty,
+            kind=TrafficKind.REAL,
+            authority=self.authority,
+        )
+        self.stream = stream
+        pump: asyncio.Task[None] | None = None
+        watcher: asyncio.Task[None] | None = None
+        try:
+            if not self.body.empty:
+                pump = asyncio.get_running_loop().create_task(self._pump_body(stream))
+            response = await stream.receive_response(settings.response_timeout)
+            if pump is not None and pump.done() and pump.exception() is not None:
+                # A dead client while uploading: stop, the upstream stream was reset.
+                exc = pump.exception()
+                if isinstance(exc, ClientGone):
+                    raise exc
+            if self.body.complete and (pump is None or pump.done()):
+                watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream))
+            await self._relay_response(send, stream, response, trailers_ok)
+            if pump is not None and not pump.done():
+                # The upstream answered before taking the whole body (e.g. an early 4xx).
+                pump.cancel()
+                stream.cancel()
+        except BaseException:
+            stream.cancel()
+            raise
+        finally:
+            for task in (pump, watcher):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def _pump_body(self, stream: UpstreamStream) -> None:
+        try:
+            async for chunk in self.body.stream():
+                await stream.send(chunk)
+            await stream.end()
+        except ClientGone:
+            stream.cancel()
+            raise
+        except UpstreamError:
+            # The stream failed; the response side reports it.
+            return
+
+    async def _relay_response(
+        self, send: Send, stream: UpstreamStream, response: Response, trailers_ok: bool
+    ) -> None:
+        write_timeout = self.app.settings.write_timeout
+        headers = downstream_response_headers(response.headers)
+        want_trailers = trailers_ok and any(k == b"trailer" for k, _ in headers)
+        # Fetch the first piece before committing headers: if the stream fails right away,
+        # the client can still get a clean 502 (or the request a retry).
+        first = b""
+        if self.method != "HEAD":
+            first = await stream.read()
+        start: Message = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": headers,
+        }
+        if want_trailers:
+            start["trailers"] = True
+        self.response_started = True
+        await _send_within(send, start, write_timeout)
+        chunk = first
+        while chunk:
+            await _send_within(
+                send,
+                {"type": "http.response.body", "body": chunk, "more_body": True},
+                write_timeout,
+            )
+            chunk = await stream.read()
+        await _send_within(send, {"type": "http.response.body", "body": b""}, write_timeout)
+        if want_trailers:
+            await _send_within(
+                send,
+                {
+                    "type": "http.response.trailers",
+                    "headers": downstream_response_headers(stream.trailers or []),
+                    "more_trailers": False,
+                },
+                write_timeout,
+            )
+
+
+async def _send_within(send: Send, message: Message, timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await send(message)
+    except TimeoutError:
+        raise ClientGone(f"client did not take data for {timeout:.0f}s") from None
+    except (OSError, RuntimeError) as exc:
+        # Servers raise different things once the client is gone; all mean the same here.
+        raise ClientGone(str(exc)) from exc
+
+
+async def _watch_disconnect(receive: Receive, stream: UpstreamStream) -> None:
+    """After the request body is done, the next ASGI message can only be a disconnect: then
+    the upstream stream is cancelled so the upstream stops sending."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        stream.cancel()
+
+
+async def _error(send: Send, status: int, reason: str) -> None:
+    body = f"{status} {_REASONS.get(status, '')}: {reason}\n".encode()
+    with contextlib.suppress(Exception):
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-cwnd-proxy-error", b"1"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+_REASONS = {400: "Bad Request", 502: "Bad Gateway", 504: "Gateway Timeout"}
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,104 @@
+"""The inbound server: granian (Rust/hyper) embedded in our asyncio loop, serving the
+forwarding app over HTTP/1.1, h2c prior knowledge and TLS h2.
+
+Embedding (``granian.server.embed``) keeps the app, the pool and the warm-up engine on one
+event loop, so no state crosses processes. Granian measured 3-4x hypercorn's h2 throughput
+on these machines (DESIGN.md section 6). Granian does not implement the ASGI trailers
+extension: response trailers are dropped on this server (the app forwards them wherever a
+server announces ``http.response.trailers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings, HTTP2Settings
+from granian.log import LogLevels
+from granian.server.embed import Server
+
+log = logging.getLogger(__name__)
+
+
+class InboundServer:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str,
+        port: int,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        h2c: bool = True,
+        read_timeout_ms: int = 30000,
+        idle_timeout_ms: int = 60000,
+        stream_window: int = 16 * 1024 * 1024,
+        log_enabled: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.tls = bool(tls_cert)
+        # Over TLS, ALPN picks h1 or h2; in plain text, auto mode detects the h2 preface
+        # (prior knowledge). With h2c off, plain text is HTTP/1.1 only.
+        mode = HTTPModes.auto if (self.tls or h2c) else HTTPModes.http1
+        self._server = Server(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGINL,
+            http=mode,
+            http1_settings=HTTP1Settings(header_read_timeout=read_timeout_ms),
+            http2_settings=HTTP2Settings(
+                # Windows as large as upstream ones, so the client leg is never the limit.
+                initial_connection_window_size=4 * stream_window,
+                initial_stream_window_size=stream_window,
+                max_frame_size=1024 * 1024,
+                keep_alive_interval=max(1000, idle_timeout_ms // 2),
+                keep_alive_timeout=max(1, idle_timeout_ms // 1000),
+                max_send_buffer_size=1024 * 1024,
+            ),
+            ssl_cert=Path(tls_cert) if tls_cert else None,
+            ssl_key=Path(tls_key) if tls_key else None,
+            log_enabled=log_enabled,
+            log_level=LogLevels.warning,
+            websockets=False,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    async def start(self, ready_timeout: float = 10.0) -> None:
+        """Start serving and return once the port accepts connections."""
+        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        deadline = asyncio.get_running_loop().time() + ready_timeout
+        while True:
+            if self._task.done():
+                self._task.result()  # raises the server's start-up error
+                raise OSError(f"inbound server on {self.host}:{self.port} exited at start")
+            try:
+                _, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise OSError(f"inbound server did not listen on {self.url}") from None
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+    async def stop(self) -> None:
+        """Stop accepting and let granian close its connections."""
+        if self._task is None:
+            return
+        self._server.stop()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(Exception):
+            await self._task
+        self._task = None

@@ -1,0 +1,138 @@
+"""Wiring: config -> pool + forwarding app + inbound server, with graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from cwndproxy import perf
+from cwndproxy.config import Config
+from cwndproxy.pool import Pool
+from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
+from cwndproxy.proxy.server import InboundServer
+from cwndproxy.upstream.dial import UpstreamTarget
+from cwndproxy.upstream.session import SessionSettings
+
+log = logging.getLogger("cwndproxy")
+
+
+def upstream_target(config: Config) -> UpstreamTarget:
+    t = config.target
+    return UpstreamTarget(
+        host=t.host,
+        port=t.port,
+        tls=t.tls,
+        server_name=t.tls_server_name,
+        ca_file=t.tls_ca_file,
+        insecure=t.tls_insecure_skip_verify,
+        connect_timeout=t.connect_timeout_ms / 1000,
+    )
+
+
+class ProxyService:
+    def __init__(self, config: Config) -> None:
+        perf.apply()
+        self.config = config
+        p, s = config.pool, config.server
+        self.pool = Pool(
+            upstream_target(config),
+            p.pool_size,
+            settings=SessionSettings(
+                stream_window=p.stream_window_bytes,
+                connection_window=p.connection_window_bytes,
+                max_frame_size=p.max_frame_size,
+            ),
+            rtt_probe_interval=p.rtt_probe_interval_ms / 1000,
+            reconnect_min=p.reconnect_min_ms / 1000,
+            reconnect_max=p.reconnect_max_ms / 1000,
+        )
+        self.app = ForwardingApp(
+            self.pool,
+            ForwardingSettings(
+                response_timeout=config.target.response_timeout_ms / 1000,
+                write_timeout=s.write_timeout_ms / 1000,
+                acquire_timeout=max(1.0, config.target.connect_timeout_ms / 1000),
+                preserve_host=s.preserve_host,
+            ),
+        )
+        self.server = InboundServer(
+            self.app,
+            host=s.host,
+            port=s.port,
+            tls_cert=s.tls_cert_file if s.inbound_tls else None,
+            tls_key=s.tls_key_file if s.inbound_tls else None,
+            h2c=s.inbound_h2c,
+            read_timeout_ms=s.read_timeout_ms,
+            idle_timeout_ms=s.idle_timeout_ms,
+            stream_window=p.stream_window_bytes,
+        )
+        self.started_at = time.monotonic()
+
+    async def start(self, wait_ready: float = 0.0) -> None:
+        self.pool.start()
+        if wait_ready > 0:
+            await self.pool.wait_ready(wait_ready, count=self.config.pool.pool_size)
+        await self.server.start()
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish within the grace period, then
+        GOAWAY and close every upstream session."""
+        grace = self.config.server.shutdown_grace_ms / 1000
+        deadline = time.monotonic() + grace
+        stop_server = asyncio.get_running_loop().create_task(self.server.stop())
+        if not await self.app.wait_idle(grace):
+            log.warning(
+                "shutdown: %d requests still running after %.1fs", self.app.in_flight, grace
+            )
+        await self.pool.close(grace=max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(max(1.0, deadline - time.monotonic())):
+                await stop_server
+
+    def status_line(self) -> str:
+        totals = self.pool.totals()
+        states = " ".join(
+            f"{slot.index}:{slot.state.value}"
+            + (
+                f"({slot.session.rtt * 1000:.1f}ms)"
+                if slot.session is not None and slot.session.rtt is not None
+                else ""
+            )
+            for slot in self.pool.slots
+        )
+        return (
+            f"sessions {self.pool.ready_count}/{len(self.pool.slots)} ready [{states}] "
+            f"real tx {_mib(totals.real_tx)} rx {_mib(totals.real_rx)} "
+            f"requests {totals.requests} errors {totals.errors} retries {totals.retries}"
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f}MiB"
+
+
+async def wait_for_signal() -> str:
+    """Wait for SIGINT or SIGTERM and return its name."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not fut.done():
+            fut.set_result(sig.name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await fut
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def log_status(service: ProxyService, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        log.info("%s", service.status_line())

@@ -1,0 +1,618 @@
+"""One HTTP/2 client connection to the upstream: many streams over one TCP connection.
+
+The session is the unit the pool manages and the warm-up engine will drive: it exposes its
+state, traffic counters (per traffic kind), the measured PING RTT and its socket (for
+TCP_INFO).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import h2.config
+import h2.errors
+import h2.events as ev
+import h2.exceptions
+
+from cwndproxy.h2endpoint import FlowControlAborted, H2Endpoint
+from cwndproxy.metrics import TrafficCounters, TrafficKind
+
+Headers = list[tuple[bytes, bytes]]
+
+DEFAULT_STREAM_WINDOW = 16 * 1024 * 1024
+DEFAULT_CONNECTION_WINDOW = 64 * 1024 * 1024
+DEFAULT_MAX_FRAME = 1024 * 1024
+# A read hands the consumer up to this much at once: nginx sends 8-16 KiB DATA frames, and
+# forwarding each as its own ASGI message would cost more CPU than the bytes themselves.
+MAX_READ_CHUNK = 1024 * 1024
+
+
+class UpstreamError(Exception):
+    """A stream failed. ``unprocessed`` is True when the upstream guarantees it did not
+    process the request (REFUSED_STREAM, or a stream above GOAWAY's last_stream_id), so a
+    retry is safe for any method (RFC 9113 section 8.7)."""
+
+    def __init__(self, message: str, *, unprocessed: bool = False) -> None:
+        super().__init__(message)
+        self.unprocessed = unprocessed
+
+
+class SessionClosed(UpstreamError):
+    """The session cannot open new streams (closed or draining)."""
+
+
+class StreamTimeout(UpstreamError):
+    """The upstream did not answer in time."""
+
+
+class SessionState(enum.Enum):
+    OPEN = "open"
+    DRAINING = "draining"  # GOAWAY received or sent: no new streams
+    CLOSED = "closed"
+
+
+@dataclass
+class SessionSettings:
+    stream_window: int = DEFAULT_STREAM_WINDOW
+    connection_window: int = DEFAULT_CONNECTION_WINDOW
+    max_frame_size: int = DEFAULT_MAX_FRAME
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Headers
+
+
+@dataclass
+class _RxChunk:
+    data: bytes
+    flow_controlled: int
+
+
+@dataclass
+class PingSample:
+    rtt: float
+    at: float
+
+
+class UpstreamStream:
+    """A request/response exchange on a session.
+
+    Received DATA is buffered here and acknowledged to the peer (WINDOW_UPDATE) only when
+    the consumer reads it, so a slow client slows its own stream down (per-stream
+    backpressure) while memory stays bounded by the stream window.
+    """
+
+    def __init__(self, session: H2Session, stream_id: int, kind: TrafficKind) -> None:
+        self.session = session
+        self.stream_id = stream_id
+        self.kind = kind
+        loop = asyncio.get_running_loop()
+        self.response: asyncio.Future[Response] = loop.create_future()
+        self.trailers: Headers | None = None
+        self._chunks: collections.deque[_RxChunk] = collections.deque()
+        self._buffered = 0
+        self._data_ready = asyncio.Event()
+        self._ended = False
+        self.error: UpstreamError | None = None
+        self.local_closed = False
+        self.remote_closed = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    @property
+    def closed(self) -> bool:
+        return (self.local_closed and self.remote_closed) or self.error is not None
+
+    async def receive_response(self, timeout: float | None = None) -> Response:
+        if timeout is None:
+            return await asyncio.shield(self.response)
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self.response)
+        except TimeoutError:
+            raise StreamTimeout(f"no response headers within {timeout:.1f}s") from None
+
+    async def read(self, max_bytes: int = MAX_READ_CHUNK) -> bytes:
+        """Return the next piece of body, b"" at the end. Raises the stream's error."""
+        while not self._chunks:
+            if self.error is not None:
+                raise self.error
+            if self._ended:
+                return b""
+            self._data_ready.clear()
+            await self._data_ready.wait()
+        parts: list[bytes] = []
+        size = 0
+        acked = 0
+        while self._chunks and size < max_bytes:
+            chunk = self._chunks.popleft()
+            parts.append(chunk.data)
+            size += len(chunk.data)
+            acked += chunk.flow_controlled
+        self._buffered -= size
+        self.session._acknowledge(self.stream_id, acked)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def iter_body(self) -> AsyncIterator[bytes]:
+        while True:
+            data = await self.read()
+            if not data:
+                return
+            yield data
+
+    async def send(self, data: bytes, end_stream: bool = False) -> None:
+        await self.session._send_body(self, data, end_stream)
+
+    async def end(self, trailers: Headers | None = None) -> None:
+        await self.session._end_body(self, trailers)
+
+    def cancel(self, error_code: int = h2.errors.ErrorCodes.CANCEL) -> None:
+        """Reset the stream (RST_STREAM, CANCEL by default). Data already in flight from the
+        server still arrives and is discarded; h2 returns its connection window for us."""
+        self.session._reset(self, error_code)
+
+    # -- called by the session -----------------------------------------------------------
+    def _push(self, data: bytes, flow_controlled: int) -> None:
+        self._chunks.append(_RxChunk(data, flow_controlled))
+        self._buffered += len(data)
+        self.bytes_received += len(data)
+        self._data_ready.set()
+
+    def _end(self) -> None:
+        self._ended = True
+        self.remote_closed = True
+        self._data_ready.set()
+        if not self.response.done():
+            self._set_error(UpstreamError("stream ended without response headers"))
+
+    def _set_error(self, error: UpstreamError) -> None:
+        if self.error is None and not self._ended:
+            self.error = error
+        if not self.response.done():
+            self.response.set_exception(error)
+            # Mark retrieved: nobody may be awaiting the headers of a cancelled stream.
+            self.response.exception()
+        self._data_ready.set()
+
+
+class H2Session(H2Endpoint):
+    """The HTTP/2 client side of one upstream TCP connection."""
+
+    def __init__(
+        self,
+        *,
+        authority: str,
+        scheme: str,
+        settings: SessionSettings | None = None,
+        on_close: Callable[[H2Session], None] | None = None,
+        rtt_probe_interval: float = 1.0,
+    ) -> None:
+        self.settings = settings or SessionSettings()
+        config = h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_inbound_headers=True
+        )
+        super().__init__(
+            config,
+            stream_window=self.settings.stream_window,
+            connection_window=self.settings.connection_window,
+            max_frame_size=self.settings.max_frame_size,
+            # A client should not be pushed to; this also keeps streams ours alone.
+            max_concurrent_streams=None,
+        )
+        self.authority = authority
+        self.scheme = scheme
+        self.state = SessionState.OPEN
+        self.streams: dict[int, UpstreamStream] = {}
+        self.counters = TrafficCounters()
+        self.created_at = time.monotonic()
+        self.goaway_last_stream_id: int | None = None
+        self.goaway_error_code: int | None = None
+        self.close_reason: str | None = None
+        self.rtt: float | None = None
+        self.ping_samples: collections.deque[PingSample] = collections.deque(maxlen=64)
+        self._on_close = on_close
+        self._remote_settings_seen = False
+        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] = {}
+        self._rtt_probe_interval = rtt_probe_interval
+        self._ping_task: asyncio.Task[None] | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        # Set once the session stops taking new streams: GOAWAY either way, or closed.
+        self.unusable = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin HTTP/2 on an established (and, for TLS, ALPN-checked) connection."""
+        self.start_h2()
+        # The PING disables the no-SETTINGS-yet guess as soon as the peer answers anything.
+        self.conn.ping(os.urandom(8))
+        self.flush()
+        if self._rtt_probe_interval > 0:
+            self._ping_task = asyncio.get_running_loop().create_task(self._probe_rtt())
+
+    @property
+    def socket(self) -> socket.socket | None:
+        if self.transport is None:
+            return None
+        sock = self.transport.get_extra_info("socket")
+        return sock if isinstance(sock, socket.socket) else None
+
+    @property
+    def is_usable(self) -> bool:
+        return self.state is SessionState.OPEN and not self.is_connection_lost
+
+    @property
+    def active_streams(self) -> int:
+        return len(self.streams)
+
+    def active_streams_of(self, kind: TrafficKind) -> int:
+        return sum(1 for s in self.streams.values() if s.kind is kind)
+
+    @property
+    def peer_max_concurrent_streams(self) -> int:
+        # Until the peer's SETTINGS arrive we may not know its limit: assume 1 (DESIGN.md).
+        if not self._remote_settings_seen:
+            return 1
+        return int(self.conn.remote_settings.max_concurrent_streams)
+
+    @property
+    def free_stream_slots(self) -> int:
+        return max(0, self.peer_max_concurrent_streams - self.conn.open_outbound_streams)
+
+    def goaway(self, error_code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
+        """Tell the upstream we are going away; existing streams may finish."""
+        if self.state is SessionState.CLOSED or self.is_connection_lost:
+            return
+        if self.state is SessionState.OPEN:
+            self.state = SessionState.DRAINING
+            self.unusable.set()
+            self.close_reason = self.close_reason or "local GOAWAY"
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.close_connection(error_code=error_code)
+            self.flush()
+            self._fail_slot_waiters(SessionClosed("session is draining", unprocessed=True))
+        self._maybe_finish_drain()
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """GOAWAY, give active streams ``grace`` seconds, then close the socket."""
+        self.goaway()
+        if grace > 0 and self.streams:
+            try:
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(self.closed)
+            except TimeoutError:
+                pass
+        self.abort("closed by proxy")
+        await asyncio.shield(self.closed)
+
+    def abort(self, reason: str) -> None:
+        self.close_reason = self.close_reason or reason
+        if self.transport is not None and not self.is_connection_lost:
+            self.transport.close()
+        elif not self.closed.done():
+            self._finish(None)
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            # A protocol error must fail every pending stream, never leave them hanging.
+            self.close_reason = f"protocol error from upstream: {exc}"
+            self.flush()  # h2 queued a GOAWAY for the peer
+            self._fail_all(UpstreamError(self.close_reason))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for event in events:
+            self._handle_event(event)
+        self.flush()
+        self._wake_slot_waiters()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._finish(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        self.unusable.set()
+        if self.close_reason is None:
+            self.close_reason = (
+                f"connection lost: {exc}" if exc else "connection closed by upstream"
+            )
+        self._fail_all(UpstreamError(self.close_reason))
+        if self._ping_task is not None:
+            self._ping_task.cancel()
+        for _, fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(SessionClosed(self.close_reason))
+                fut.exception()
+        self._pings.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def _fail_all(self, error: UpstreamError) -> None:
+        for stream in list(self.streams.values()):
+            stream._set_error(error)
+        self.streams.clear()
+        self._fail_slot_waiters(SessionClosed(str(error), unprocessed=False))
+        self._fail_window_waiters(None)
+
+    # -- event handling ----------------------------------------------------------------------
+    def _handle_event(self, event: ev.Event) -> None:
+        if self.handle_window_events(event):
+            return
+        if isinstance(event, ev.DataReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                # Data for a stream we already abandoned: give the window back at once.
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                return
+            stream._push(event.data, event.flow_controlled_length)
+            self.counters.add_rx(stream.kind, len(event.data))
+            if event.stream_ended is not None:
+                self._on_remote_end(stream)
+        elif isinstance(event, ev.ResponseReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and not stream.response.done():
+                status = _status_of(event.headers)
+                if status is None:
+                    self._reset(stream, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                    stream.error = UpstreamError("upstream response has no valid :status")
+                    return
+                headers = [(k, v) for k, v in event.headers if not k.startswith(b":")]
+                stream.response.set_result(Response(status, headers))
+            if event.stream_ended is not None and stream is not None:
+                self._on_remote_end(stream)
+        elif isinstance(event, ev.TrailersReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.trailers = list(event.headers)
+                if event.stream_ended is not None:
+                    self._on_remote_end(stream)
+        elif isinstance(event, ev.StreamEnded):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                self._on_remote_end(stream)
+        elif isinstance(event, ev.StreamReset):
+            stream = self.streams.pop(event.stream_id, None)
+            if stream is not None:
+                refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                name = _error_name(event.error_code)
+                stream._set_error(
+                    UpstreamError(f"upstream reset the stream ({name})", unprocessed=refused)
+                )
+                self._fail_window_waiters(event.stream_id)
+        elif isinstance(event, ev.RemoteSettingsChanged):
+            self._remote_settings_seen = True
+            self.handle_window_events(event)
+        elif isinstance(event, ev.PingAckReceived):
+            self._on_ping_ack(event.ping_data)
+        elif isinstance(event, ev.ConnectionTerminated):
+            self._on_goaway(event.error_code, event.last_stream_id)
+        # InformationalResponseReceived (1xx), SettingsAcknowledged, PingReceived (h2 answers
+        # it itself), PriorityUpdated: nothing to do.
+
+    def _on_remote_end(self, stream: UpstreamStream) -> None:
+        stream._end()
+        if stream.local_closed:
+            self._forget(stream)
+
+    def _forget(self, stream: UpstreamStream) -> None:
+        self.streams.pop(stream.stream_id, None)
+        self._fail_window_waiters(stream.stream_id)
+        self._wake_slot_waiters()
+        self._maybe_finish_drain()
+
+    def _on_goaway(self, error_code: int | None, last_stream_id: int | None) -> None:
+        if self.state is SessionState.OPEN:
+            self.state = SessionState.DRAINING
+        self.unusable.set()
+        self.goaway_last_stream_id = last_stream_id
+        self.goaway_error_code = error_code
+        name = _error_name(error_code)
+        self.close_reason = f"upstream sent GOAWAY ({name}, last_stream_id={last_stream_id})"
+        last = last_stream_id if last_stream_id is not None else 0
+        for sid, stream in list(self.streams.items()):
+            if sid > last:
+                # Streams above last_stream_id were never processed: safe to retry anywhere.
+                self.streams.pop(sid)
+                stream._set_error(
+                    UpstreamError(
+                        f"stream {sid} refused by GOAWAY (last_stream_id={last})", unprocessed=True
+                    )
+                )
+        self._fail_slot_waiters(SessionClosed("upstream sent GOAWAY", unprocessed=True))
+        self._maybe_finish_drain()
+
+    def _maybe_finish_drain(self) -> None:
+        if self.state is SessionState.DRAINING and not self.streams and self.transport is not None:
+            self.transport.close()
+
+    # -- streams -------------------------------------------------------------------------
+    async def open_stream(
+        self,
+        method: str,
+        path: str,
+        headers: Headers,
+        *,
+        end_stream: bool,
+        kind: TrafficKind = TrafficKind.REAL,
+        authority: str | None = None,
+    ) -> UpstreamStream:
+        """Send a request's HEADERS, waiting for a stream slot under the peer's
+        MAX_CONCURRENT_STREAMS. Regular headers must be lower-case and free of hop-by-hop
+        fields (the forwarding layer does that)."""
+        await self._acquire_slot()
+        pseudo: Headers = [
+            (b":method", method.encode()),
+            (b":scheme", self.scheme.encode()),
+            (b":authority", (authority or self.authority).encode()),
+            (b":path", path.encode()),
+        ]
+        stream_id = self.conn.get_next_available_stream_id()
+        stream = UpstreamStream(self, stream_id, kind)
+        self.streams[stream_id] = stream
+        try:
+            self.conn.send_headers(stream_id, pseudo + headers, end_stream=end_stream)
+        except (h2.exceptions.ProtocolError, ValueError) as exc:
+            self.streams.pop(stream_id, None)
+            raise UpstreamError(f"cannot send request headers: {exc}") from exc
+        if end_stream:
+            stream.local_closed = True
+        if kind is TrafficKind.REAL:
+            self.counters.requests += 1
+        self.flush()
+        return stream
+
+    async def _acquire_slot(self) -> None:
+        while True:
+            if not self.is_usable:
+                raise SessionClosed(
+                    f"session not usable: {self.close_reason or self.state.value}",
+                    unprocessed=True,
+                )
+            if self.free_stream_slots > 0 and not self._slot_waiters:
+                return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._slot_waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._slot_waiters:
+                    self._slot_waiters.remove(fut)
+            if self.free_stream_slots > 0:
+                return
+
+    def _wake_slot_waiters(self) -> None:
+        free = self.free_stream_slots
+        while free > 0 and self._slot_waiters:
+            fut = self._slot_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                free -= 1
+
+    def _fail_slot_waiters(self, error: UpstreamError) -> None:
+        while self._slot_waiters:
+            fut = self._slot_waiters.popleft()
+            if not fut.done():
+                fut.set_exception(error)
+
+    async def _send_body(self, stream: UpstreamStream, data: bytes, end_stream: bool) -> None:
+        if stream.error is not None:
+            raise stream.error
+        try:
+            await self.send_data(stream.stream_id, data, end_stream)
+        except FlowControlAborted:
+            raise stream.error or UpstreamError("stream closed while sending body") from None
+        stream.bytes_sent += len(data)
+        self.counters.add_tx(stream.kind, len(data))
+        if end_stream:
+            self._on_local_end(stream)
+
+    async def _end_body(self, stream: UpstreamStream, trailers: Headers | None) -> None:
+        if stream.error is not None:
+            raise stream.error
+        if stream.local_closed:
+            return
+        try:
+            if trailers:
+                self.conn.send_headers(stream.stream_id, trailers, end_stream=True)
+            else:
+                self.conn.end_stream(stream.stream_id)
+        except h2.exceptions.StreamClosedError as exc:
+            raise stream.error or UpstreamError("stream closed before end of body") from exc
+        self.flush()
+        self._on_local_end(stream)
+
+    def _on_local_end(self, stream: UpstreamStream) -> None:
+        stream.local_closed = True
+        if stream.remote_closed:
+            self._forget(stream)
+
+    def _reset(self, stream: UpstreamStream, error_code: int) -> None:
+        if self.streams.pop(stream.stream_id, None) is None:
+            return
+        stream._set_error(UpstreamError(f"stream cancelled ({_error_name(error_code)})"))
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self.conn.reset_stream(stream.stream_id, error_code=error_code)
+        self.flush()
+        self._fail_window_waiters(stream.stream_id)
+        self._wake_slot_waiters()
+        self._maybe_finish_drain()
+
+    def _acknowledge(self, stream_id: int, size: int) -> None:
+        if size <= 0 or self.is_connection_lost:
+            return
+        try:
+            self.conn.acknowledge_received_data(size, stream_id)
+        except h2.exceptions.ProtocolError:
+            return
+        self.flush()
+
+    # -- RTT -----------------------------------------------------------------------------
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Send a PING and return the round-trip time in seconds."""
+        if not self.is_usable and self.state is not SessionState.DRAINING:
+            raise SessionClosed("session closed")
+        payload = os.urandom(8)
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pings[payload] = (time.perf_counter(), fut)
+        self.conn.ping(payload)
+        self.flush()
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self._pings.pop(payload, None)
+
+    def _on_ping_ack(self, payload: bytes) -> None:
+        entry = self._pings.pop(payload, None)
+        if entry is None:
+            return  # the start-up PING, or one that timed out
+        sent, fut = entry
+        rtt = time.perf_counter() - sent
+        self.rtt = rtt
+        self.ping_samples.append(PingSample(rtt, time.monotonic()))
+        if not fut.done():
+            fut.set_result(rtt)
+
+    async def _probe_rtt(self) -> None:
+        # PING costs the peer a few bytes; it also keeps NAT and firewall state alive.
+        while self.is_usable:
+            with contextlib.suppress(TimeoutError, UpstreamError):
+                await self.ping(timeout=max(5.0, 4 * self._rtt_probe_interval))
+            await asyncio.sleep(self._rtt_probe_interval)
+
+
+def _status_of(headers: Headers) -> int | None:
+    for name, value in headers:
+        if name == b":status":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _error_name(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    try:
+        return h2.errors.ErrorCodes(code).name
+    except ValueError:
+        return f"error {code}"

@@ -1,0 +1,94 @@
+"""A typed reader for the kernel's view of a TCP connection (``getsockopt(TCP_INFO)``).
+
+Offsets are those of ``struct tcp_info`` in linux/tcp.h, verified on this kernel
+(DESIGN.md section 4). Fields a shorter (older-kernel) struct lacks read as None.
+
+Mind which side a number describes: on a download connection ``snd_cwnd`` is the window for
+our own small WINDOW_UPDATE traffic; the window that matters there lives on the server, and
+our useful figures are ``rcv_rtt``, ``rcv_space`` and ``bytes_received``.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+TCP_INFO_LEN = 512
+
+# name: (offset, struct format)
+_FIELDS: dict[str, tuple[int, str]] = {
+    "state": (0, "B"),
+    "rto_us": (8, "I"),
+    "snd_mss": (16, "I"),
+    "rcv_mss": (20, "I"),
+    "unacked": (24, "I"),
+    "lost": (32, "I"),
+    "retrans": (36, "I"),
+    "rtt_us": (68, "I"),
+    "rttvar_us": (72, "I"),
+    "snd_ssthresh": (76, "I"),
+    "snd_cwnd": (80, "I"),
+    "rcv_rtt_us": (92, "I"),
+    "rcv_space": (96, "I"),
+    "total_retrans": (100, "I"),
+    "pacing_rate": (104, "Q"),
+    "bytes_acked": (120, "Q"),
+    "bytes_received": (128, "Q"),
+    "min_rtt_us": (148, "I"),
+    "delivery_rate": (160, "Q"),
+    "busy_time_us": (168, "Q"),
+    "rwnd_limited_us": (176, "Q"),
+    "sndbuf_limited_us": (184, "Q"),
+    "bytes_sent": (200, "Q"),
+    "bytes_retrans": (208, "Q"),
+}
+
+
+@dataclass(frozen=True)
+class TcpInfo:
+    state: int
+    rto_us: int
+    snd_mss: int
+    rcv_mss: int
+    unacked: int
+    lost: int
+    retrans: int
+    rtt_us: int
+    rttvar_us: int
+    snd_ssthresh: int
+    snd_cwnd: int
+    rcv_rtt_us: int
+    rcv_space: int
+    total_retrans: int
+    pacing_rate: int | None
+    bytes_acked: int | None
+    bytes_received: int | None
+    min_rtt_us: int | None
+    delivery_rate: int | None
+    busy_time_us: int | None
+    rwnd_limited_us: int | None
+    sndbuf_limited_us: int | None
+    bytes_sent: int | None
+    bytes_retrans: int | None
+
+    @property
+    def cwnd_bytes(self) -> int:
+        """The sender's window in bytes (packets x MSS): what one RTT can carry."""
+        return self.snd_cwnd * self.snd_mss
+
+
+def parse_tcp_info(raw: bytes) -> TcpInfo:
+    values: dict[str, int | None] = {}
+    for name, (offset, fmt) in _FIELDS.items():
+        size = struct.calcsize(fmt)
+        values[name] = (
+            struct.unpack_from("=" + fmt, raw, offset)[0] if len(raw) >= offset + size else None
+        )
+    return TcpInfo(**values)  # type: ignore[arg-type]
+
+
+def read_tcp_info(sock: socket.socket) -> TcpInfo:
+    """Raises OSError if the socket is closed or not TCP."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
+    return parse_tcp_info(raw)
