@@ -266,11 +266,6 @@ def validate(config: Config) -> Config:
     _one_of("pool.warm_up_upload_method", p.warm_up_upload_method, UPLOAD_METHODS)
     _one_of("pool.warm_up_download_method", p.warm_up_download_method, DOWNLOAD_METHODS)
     _one_of("pool.strategy", p.strategy, STRATEGIES)
-    if p.strategy not in IMPLEMENTED_STRATEGIES:
-        raise ConfigError(
-            f'pool.strategy = "{p.strategy}" is not available yet: the warm-up engine is not '
-            f"built in this version (allowed now: {', '.join(IMPLEMENTED_STRATEGIES)})"
-        )
     if p.strategy != "off":
         if p.warm_up_direction in ("upload", "both") and not p.warm_up_upload_path:
             raise ConfigError(
@@ -280,6 +275,11 @@ def validate(config: Config) -> Config:
             raise ConfigError(
                 f'pool.warm_up_direction = "{p.warm_up_direction}" needs pool.warm_up_download_path'
             )
+    if p.strategy not in IMPLEMENTED_STRATEGIES:
+        raise ConfigError(
+            f'pool.strategy = "{p.strategy}" is not available yet: the warm-up engine is not '
+            f"built in this version (allowed now: {', '.join(IMPLEMENTED_STRATEGIES)})"
+        )
     for key in ("warm_up_upload_path", "warm_up_download_path"):
         value = getattr(p, key)
         if value is not None and not value.startswith("/"):

@@ -13,14 +13,54 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events as ev
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 
 # Write-buffer limits for the transport. asyncio's default high-water mark is 64 KiB, which
 # would pause the writer after every 1 MiB frame; a few frames of slack keeps the socket busy.
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
+
+
+class GracefulH2Connection(h2.connection.H2Connection):
+    """h2's connection with GOAWAY as RFC 9113 section 6.8 means it.
+
+    h2 moves its connection state machine to CLOSED the moment a GOAWAY is sent or received
+    (python-hyper/h2 issue 1181), after which every frame, including the rest of a response
+    on a stream at or below last_stream_id, is a ProtocolError. nginx sends GOAWAY after
+    ``keepalive_requests`` (1000) streams and on reload, so in-flight streams must be able
+    to finish. Here GOAWAY only raises the event (or emits the frame); refusing new streams
+    after it is the session's job.
+    """
+
+    goaway_last_stream_id: int | None = None
+    goaway_received = False
+
+    def _receive_goaway_frame(
+        self, frame: hyperframe.frame.GoAwayFrame
+    ) -> tuple[list[hyperframe.frame.Frame], list[ev.Event]]:
+        self.goaway_received = True
+        event = ev.ConnectionTerminated()
+        try:
+            event.error_code = h2.errors.ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+    def send_goaway(self, error_code: int = 0, last_stream_id: int | None = None) -> None:
+        """Announce GOAWAY but keep the connection open for streams already under way."""
+        if last_stream_id is None:
+            last_stream_id = self.highest_inbound_stream_id
+        self.goaway_last_stream_id = last_stream_id
+        frame = hyperframe.frame.GoAwayFrame(
+            stream_id=0, last_stream_id=last_stream_id, error_code=error_code
+        )
+        self._prepare_for_sending([frame])
 
 
 class FlowControlAborted(Exception):
@@ -37,7 +77,7 @@ class H2Endpoint(asyncio.Protocol):
         max_frame_size: int,
         max_concurrent_streams: int | None = None,
     ) -> None:
-        self.conn = h2.connection.H2Connection(config=config)
+        self.conn = GracefulH2Connection(config=config)
         self.transport: asyncio.Transport | None = None
         self._stream_window = stream_window
         self._connection_window = connection_window

@@ -21,7 +21,6 @@ windows, a 5 Mbit/s cap at 100 ms RTT), a configurable MAX_CONCURRENT_STREAMS, a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import re
@@ -75,10 +74,7 @@ _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def parse_range(value: str, size: int) -> tuple[int, int] | None:
-    """A single byte range as [start, end), or None if unsatisfiable/unsupported.
-
-    Multi-range requests are answered with the full entity by callers (allowed by RFC 9110).
-    """
+    """A single byte range as [start, end), or None if unsatisfiable or malformed."""
     m = _RANGE_RE.match(value.strip())
     if not m or (not m.group(1) and not m.group(2)):
         return None
@@ -187,6 +183,11 @@ class OriginProtocol(H2Endpoint):
         if self.handle_window_events(event):
             return
         if isinstance(event, ev.RequestReceived):
+            last = self.conn.goaway_last_stream_id
+            if last is not None and event.stream_id > last:
+                # Raced our GOAWAY: refused, so the client may retry it elsewhere.
+                self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                return
             req = _Request(event.stream_id, list(event.headers))
             self.requests[event.stream_id] = req
             self.server.stats.requests += 1
@@ -228,6 +229,13 @@ class OriginProtocol(H2Endpoint):
             pass
         finally:
             self.requests.pop(req.stream_id, None)
+            if (
+                self.conn.goaway_last_stream_id is not None
+                and not self.requests
+                and self.transport is not None
+            ):
+                # Graceful close after our GOAWAY: the last stream is done.
+                self.transport.close()
 
     # -- response helpers ----------------------------------------------------------------
     def respond(self, req: _Request, status: int, headers: Headers, end_stream: bool) -> None:
@@ -283,7 +291,8 @@ async def _blob(p: OriginProtocol, req: _Request) -> None:
         (b"etag", f'"blob-{size}"'.encode()),
     ]
     range_value = req.header(b"range")
-    if range_value is not None and p.server.supports_range:
+    # Multi-range requests get the whole entity, which RFC 9110 section 14.2 allows.
+    if range_value is not None and p.server.supports_range and "," not in range_value:
         parsed = parse_range(range_value, size)
         if parsed is None:
             p.respond(req, 416, [(b"content-range", f"bytes */{size}".encode())], True)
@@ -375,7 +384,7 @@ async def _reset(p: OriginProtocol, req: _Request) -> None:
 async def _goaway(p: OriginProtocol, req: _Request) -> None:
     p.respond(req, 200, [(b"content-type", b"text/plain")], end_stream=False)
     await p.send_body(req, b"goodbye\n", end_stream=True)
-    p.conn.close_connection(last_stream_id=req.stream_id)
+    p.conn.send_goaway(last_stream_id=req.stream_id)
     p.flush()
 
 
@@ -463,8 +472,7 @@ class DemoOrigin:
         if self._server is not None:
             self._server.close()
             for proto in list(self.protocols):
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    proto.conn.close_connection()
+                proto.conn.send_goaway()
                 proto.flush()
                 if proto.transport is not None:
                     proto.transport.close()

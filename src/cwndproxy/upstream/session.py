@@ -277,8 +277,7 @@ class H2Session(H2Endpoint):
             self.state = SessionState.DRAINING
             self.unusable.set()
             self.close_reason = self.close_reason or "local GOAWAY"
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.conn.close_connection(error_code=error_code)
+            self.conn.send_goaway(error_code=error_code)
             self.flush()
             self._fail_slot_waiters(SessionClosed("session is draining", unprocessed=True))
         self._maybe_finish_drain()

@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cwndproxy.cli import build_parser, config_from_args
+from cwndproxy.config import (
+    Config,
+    ConfigError,
+    load_file,
+    parse_upstream_url,
+    to_toml,
+    validate,
+)
+
+
+def _load(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return load_file(path)
+
+
+def test_defaults_are_valid_and_target_is_derived() -> None:
+    config = validate(Config())
+    assert config.pool.pool_size == 4
+    assert config.pool.warm_up_direction == "download"
+    # floor(100 Mbit/s / 4)
+    assert config.per_connection_target_bps == 25_000_000
+
+
+def test_derived_target_floors() -> None:
+    config = Config()
+    config.pool.bandwidth_mbps = 10.0
+    config.pool.pool_size = 3
+    assert config.per_connection_target_bps == 3_333_333
+
+
+def test_toml_overrides_defaults(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        """
+[target]
+host = "origin.example"
+port = 443
+[pool]
+pool_size = 8
+bandwidth_mbps = 200
+warm_up_headers = { authorization = "Bearer x" }
+[server]
+port = 9000
+""",
+    )
+    validate(config)
+    assert config.target.host == "origin.example"
+    assert config.pool.pool_size == 8
+    assert config.pool.bandwidth_mbps == 200.0
+    assert config.pool.warm_up_headers == {"authorization": "Bearer x"}
+    assert config.server.port == 9000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[pool]\npool_sise = 3\n", "unknown key pool.pool_sise"),
+        ("[bogus]\nx = 1\n", "unknown section [bogus]"),
+        ('[pool]\npool_size = "3"\n', "pool.pool_size must be an integer"),
+        ("[target]\ntls = 1\n", "target.tls must be a boolean"),
+        ("[pool]\nwarm_up_headers = { a = 1 }\n", "pool.warm_up_headers must be a table"),
+        ("[pool\n", "is not valid TOML"),
+    ],
+)
+def test_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _load(tmp_path, text)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_file("/nonexistent/cwnd.toml")
+
+
+def _invalid(**changes: object) -> str:
+    config = Config()
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        setattr(getattr(config, section), key, value)
+    with pytest.raises(ConfigError) as info:
+        validate(config)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"pool__pool_size": 0}, "pool.pool_size = 0 must be 1-1024"),
+        ({"pool__bandwidth_mbps": 0.0}, "pool.bandwidth_mbps = 0.0 must be a number > 0"),
+        ({"pool__bandwidth_mbps": float("nan")}, "pool.bandwidth_mbps"),
+        ({"pool__warm_up_direction": "sideways"}, 'pool.warm_up_direction = "sideways"'),
+        ({"pool__warm_up_upload_method": "PATCH"}, "allowed: POST, PUT"),
+        ({"pool__warm_up_download_method": "POST"}, "allowed: GET"),
+        ({"pool__strategy": "magic"}, "allowed: burst, ping, off"),
+        (
+            {"pool__strategy": "burst", "pool__warm_up_direction": "upload"},
+            'pool.warm_up_direction = "upload" needs pool.warm_up_upload_path',
+        ),
+        (
+            {
+                "pool__strategy": "burst",
+                "pool__warm_up_direction": "both",
+                "pool__warm_up_upload_path": "/sink",
+            },
+            'pool.warm_up_direction = "both" needs pool.warm_up_download_path',
+        ),
+        (
+            {"pool__strategy": "burst", "pool__warm_up_download_path": "/blob"},
+            'pool.strategy = "burst" is not available yet',
+        ),
+        ({"pool__warm_up_download_path": "blob"}, "must start with '/'"),
+        ({"pool__warm_up_headers": {"Authorization": "x"}}, "must be lower-case"),
+        ({"pool__stream_window_bytes": 1000}, "pool.stream_window_bytes"),
+        ({"pool__max_frame_size": 2**24}, "pool.max_frame_size"),
+        ({"pool__reconnect_max_ms": 1, "pool__reconnect_min_ms": 10}, "reconnect_max_ms"),
+        ({"target__port": 0}, "target.port = 0 must be 1-65535"),
+        ({"target__protocol": "http3"}, 'target.protocol = "http3"'),
+        ({"target__tls": False, "target__tls_insecure_skip_verify": True}, "need target.tls"),
+        ({"target__tls_ca_file": "/nonexistent.pem"}, "target.tls_ca_file"),
+        ({"server__inbound_tls": True}, "server.inbound_tls = true needs"),
+        ({"server__tls_cert_file": "/x.pem"}, "go together"),
+        ({"server__read_timeout_ms": 0}, "server.read_timeout_ms"),
+        ({"ui__log_format": "xml"}, 'ui.log_format = "xml"'),
+    ],
+)
+def test_every_invalid_combination_has_its_message(
+    changes: dict[str, object], message: str
+) -> None:
+    assert message in _invalid(**changes)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://origin.example", ("origin.example", 443, True)),
+        ("http://127.0.0.1:8081", ("127.0.0.1", 8081, False)),
+        ("https://[::1]:8443", ("::1", 8443, True)),
+    ],
+)
+def test_upstream_url(url: str, expected: tuple[str, int, bool]) -> None:
+    assert parse_upstream_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "origin.example", "https://x/path", "http://x:99999"])
+def test_bad_upstream_url(url: str) -> None:
+    with pytest.raises(ConfigError, match="--upstream"):
+        parse_upstream_url(url)
+
+
+def test_flags_override_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[pool]\npool_size = 8\n[server]\nport = 9000\n")
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--config",
+            str(path),
+            "--upstream",
+            "http://10.0.0.1:81",
+            "--pool-size",
+            "2",
+            "--listen",
+            "0.0.0.0:7000",
+            "--insecure",
+        ]
+    )
+    config = config_from_args(args)
+    assert (config.target.host, config.target.port, config.target.tls) == ("10.0.0.1", 81, False)
+    assert config.pool.pool_size == 2
+    assert (config.server.host, config.server.port) == ("0.0.0.0", 7000)
+    assert config.target.tls_insecure_skip_verify is True
+
+
+def test_effective_config_round_trips(tmp_path: Path) -> None:
+    config = Config()
+    config.pool.warm_up_headers = {"authorization": 'Bearer "x"'}
+    config.pool.warm_up_download_path = "/blob"
+    path = tmp_path / "out.toml"
+    path.write_text(to_toml(config))
+    assert load_file(path) == config
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cwndproxy", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_bad_config_exits_2_with_message_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[pool]\nwarm_up_direction = "upload"\nstrategy = "burst"\n')
+    result = _cli("check-config", str(path))
+    assert result.returncode == 2
+    assert 'pool.warm_up_direction = "upload" needs pool.warm_up_upload_path' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unimplemented_strategy_is_refused_not_ignored() -> None:
+    result = _cli(
+        "run", "--upstream", "http://127.0.0.1:9", "--strategy", "burst", "--download-path", "/blob"
+    )
+    assert result.returncode == 2
+    assert "not available yet" in result.stderr
+
+
+def test_check_config_prints_effective_config(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text("[pool]\npool_size = 2\nbandwidth_mbps = 50\n")
+    result = _cli("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "pool_size = 2" in result.stdout
+    assert "per_connection_target_bps = 25000000" in result.stdout
+
+
+def test_run_without_upstream_is_a_clear_error() -> None:
+    result = _cli("run")
+    assert result.returncode == 2
+    assert "needs --upstream" in result.stderr

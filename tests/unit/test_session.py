@@ -1,0 +1,323 @@
+"""H2Session against a scripted peer: h2's server side in memory, no sockets (h2 is sans-IO)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h2.config
+import h2.errors
+import h2.events as ev
+import h2.settings
+import pytest
+
+from cwndproxy.h2endpoint import GracefulH2Connection
+from cwndproxy.metrics import TrafficKind
+from cwndproxy.upstream.session import (
+    H2Session,
+    SessionSettings,
+    SessionState,
+    UpstreamError,
+)
+
+
+class MemoryTransport(asyncio.Transport):
+    """Collects what the session writes; the test feeds it to the scripted server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = bytearray()
+        self.closing = False
+        self.protocol: H2Session | None = None
+
+    def write(self, data: Any) -> None:
+        self.buffer += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            assert self.protocol is not None
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+class Peer:
+    """A scripted HTTP/2 server."""
+
+    def __init__(self, session: H2Session, transport: MemoryTransport, **settings: int) -> None:
+        self.session = session
+        self.transport = transport
+        self.conn = GracefulH2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+        self.conn.initiate_connection()
+        self.events: list[ev.Event] = []
+
+    def pump(self) -> list[ev.Event]:
+        """Deliver client bytes to the peer and peer bytes to the client."""
+        data = bytes(self.transport.buffer)
+        self.transport.buffer.clear()
+        new = self.conn.receive_data(data) if data else []
+        self.events += new
+        out = self.conn.data_to_send()
+        if out:
+            self.session.data_received(out)
+        return new
+
+    def send_raw(self, data: bytes) -> None:
+        self.session.data_received(data)
+
+    def requests(self) -> list[ev.RequestReceived]:
+        return [e for e in self.events if isinstance(e, ev.RequestReceived)]
+
+    def respond(
+        self,
+        stream_id: int,
+        status: int = 200,
+        body: bytes = b"",
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.conn.send_headers(
+            stream_id, [(b":status", str(status).encode())], end_stream=not body and not trailers
+        )
+        if body:
+            self.conn.send_data(stream_id, body, end_stream=not trailers)
+        if trailers:
+            self.conn.send_headers(stream_id, trailers, end_stream=True)
+
+
+def make_session(settings: SessionSettings | None = None) -> tuple[H2Session, MemoryTransport]:
+    session = H2Session(
+        authority="origin.test", scheme="https", settings=settings, rtt_probe_interval=0
+    )
+    transport = MemoryTransport()
+    transport.protocol = session
+    session.connection_made(transport)  # type: ignore[arg-type]
+    session.start()
+    return session, transport
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_large_windows_and_frames_are_announced() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    events = peer.pump()
+    changed = next(e for e in events if isinstance(e, ev.RemoteSettingsChanged))
+    codes = h2.settings.SettingCodes
+    assert changed.changed_settings[codes.INITIAL_WINDOW_SIZE].new_value == 16 * 1024 * 1024
+    assert changed.changed_settings[codes.MAX_FRAME_SIZE].new_value == 1024 * 1024
+    conn_update = [e for e in events if isinstance(e, ev.WindowUpdated) and e.stream_id == 0]
+    assert conn_update and conn_update[0].delta == 64 * 1024 * 1024 - 65535
+
+
+async def test_assumes_one_stream_until_peer_settings_arrive() -> None:
+    session, transport = make_session()
+    assert session.peer_max_concurrent_streams == 1
+    first = await session.open_stream("GET", "/a", [], end_stream=True)
+    second_task = asyncio.create_task(session.open_stream("GET", "/b", [], end_stream=True))
+    await settle()
+    assert not second_task.done(), "second stream must wait for the peer's SETTINGS"
+    peer = Peer(session, transport)
+    peer.pump()
+    await settle()
+    assert second_task.done()
+    second = second_task.result()
+    assert {first.stream_id, second.stream_id} == {1, 3}
+
+
+async def test_queues_beyond_peer_max_concurrent_streams() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
+    peer.pump()
+    peer.pump()
+    assert session.peer_max_concurrent_streams == 1
+    first = await session.open_stream("GET", "/a", [], end_stream=True)
+    waiting = asyncio.create_task(session.open_stream("GET", "/b", [], end_stream=True))
+    await settle()
+    assert not waiting.done()
+    peer.pump()
+    peer.respond(first.stream_id, 200, b"done")
+    peer.pump()
+    assert (await first.receive_response()).status == 200
+    assert await first.read() == b"done"
+    await settle()
+    assert waiting.done(), "a slot freed by the finished stream goes to the queued request"
+
+
+async def test_response_body_and_trailers() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.pump()
+    stream = await session.open_stream("GET", "/t", [(b"te", b"trailers")], end_stream=True)
+    peer.pump()
+    request = peer.requests()[0]
+    assert dict(request.headers)[b":authority"] == b"origin.test"
+    assert dict(request.headers)[b":scheme"] == b"https"
+    peer.respond(stream.stream_id, 200, b"hello", trailers=[(b"grpc-status", b"0")])
+    peer.pump()
+    response = await stream.receive_response()
+    assert response.status == 200
+    assert b"".join([c async for c in stream.iter_body()]) == b"hello"
+    assert stream.trailers == [(b"grpc-status", b"0")]
+    assert session.counters.real_rx == 5
+    assert session.active_streams == 0
+
+
+async def test_received_data_is_acknowledged_only_when_consumed() -> None:
+    session, transport = make_session(
+        SessionSettings(stream_window=65535 * 2, connection_window=65535 * 8)
+    )
+    peer = Peer(session, transport)
+    peer.pump()
+    stream = await session.open_stream("GET", "/big", [], end_stream=True, kind=TrafficKind.DUMMY)
+    peer.pump()
+    peer.conn.send_headers(stream.stream_id, [(b":status", b"200")])
+    window = peer.conn.local_flow_control_window(stream.stream_id)
+    assert window == 65535 * 2
+    peer.conn.send_data(stream.stream_id, b"x" * window)
+    peer.pump()
+    peer.pump()
+    assert peer.conn.local_flow_control_window(stream.stream_id) == 0, (
+        "nothing consumed yet, so no WINDOW_UPDATE may have been sent"
+    )
+    data = await stream.read()
+    assert len(data) == window
+    peer.pump()
+    assert peer.conn.local_flow_control_window(stream.stream_id) > 0
+    assert session.counters.dummy_rx == window and session.counters.real_rx == 0
+
+
+async def test_goaway_fails_streams_above_last_stream_id_as_unprocessed() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.pump()
+    streams = [await session.open_stream("GET", f"/{i}", [], end_stream=True) for i in range(3)]
+    peer.pump()
+    # The scripted peer is h2 too, so it uses the same GOAWAY fix to keep talking.
+    peer.conn.send_goaway(last_stream_id=streams[0].stream_id)
+    peer.pump()
+    assert session.state is SessionState.DRAINING
+    assert session.unusable.is_set()
+    for stream in streams[1:]:
+        with pytest.raises(UpstreamError) as info:
+            await stream.receive_response()
+        assert info.value.unprocessed
+    # The stream at or below last_stream_id may still finish.
+    peer.respond(streams[0].stream_id, 204)
+    peer.pump()
+    assert (await streams[0].receive_response()).status == 204
+    await settle()
+    assert transport.closing, "a drained session closes its connection"
+    with pytest.raises(UpstreamError):
+        await session.open_stream("GET", "/late", [], end_stream=True)
+
+
+async def test_protocol_error_fails_every_pending_stream() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.pump()
+    streams = [await session.open_stream("GET", f"/{i}", [], end_stream=True) for i in range(2)]
+    # A DATA frame on stream 0 is a connection error (RFC 9113 section 6.1).
+    peer.send_raw(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+    for stream in streams:
+        with pytest.raises(UpstreamError, match="protocol error"):
+            await asyncio.wait_for(stream.receive_response(), 1)
+    await settle()
+    assert session.state is SessionState.CLOSED
+
+
+async def test_refused_stream_is_retryable_other_resets_are_not() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.pump()
+    a = await session.open_stream("POST", "/a", [], end_stream=True)
+    b = await session.open_stream("POST", "/b", [], end_stream=True)
+    peer.pump()
+    peer.conn.reset_stream(a.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+    peer.conn.reset_stream(b.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+    peer.pump()
+    with pytest.raises(UpstreamError) as ia:
+        await a.receive_response()
+    with pytest.raises(UpstreamError) as ib:
+        await b.receive_response()
+    assert ia.value.unprocessed and not ib.value.unprocessed
+
+
+async def test_cancel_sends_rst_stream_cancel() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.pump()
+    stream = await session.open_stream("GET", "/blob", [], end_stream=True)
+    stream.cancel()
+    peer.pump()
+    resets = [e for e in peer.events if isinstance(e, ev.StreamReset)]
+    assert resets and resets[0].error_code == h2.errors.ErrorCodes.CANCEL
+    assert session.active_streams == 0
+
+
+async def test_request_body_waits_for_flow_control_window() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.pump()
+    stream = await session.open_stream("POST", "/sink", [], end_stream=False)
+    body = b"y" * 100_000  # more than the peer's default 65,535-byte window
+    send = asyncio.create_task(stream.send(body, end_stream=True))
+    await settle()
+    assert not send.done(), "must wait for WINDOW_UPDATE beyond 65,535 bytes"
+    for _ in range(20):
+        for e in peer.pump():
+            if isinstance(e, ev.DataReceived):
+                peer.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        peer.pump()
+        await settle()
+        if send.done():
+            break
+    await send
+    peer.pump()
+    received = sum(len(e.data) for e in peer.events if isinstance(e, ev.DataReceived))
+    assert received == len(body)
+    assert any(isinstance(e, ev.StreamEnded) for e in peer.events)
+    assert session.counters.real_tx == len(body)
+
+
+async def test_ping_measures_rtt() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.pump()
+    ping = asyncio.create_task(session.ping())
+    await settle()
+    peer.pump()
+    rtt = await ping
+    assert rtt >= 0 and session.rtt == rtt
+
+
+async def test_connection_loss_fails_streams_and_pings() -> None:
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.pump()
+    stream = await session.open_stream("GET", "/", [], end_stream=True)
+    ping = asyncio.create_task(session.ping())
+    await settle()
+    session.connection_lost(ConnectionResetError("reset by peer"))
+    with pytest.raises(UpstreamError, match="connection lost"):
+        await stream.receive_response()
+    with pytest.raises(UpstreamError):
+        await ping
+    assert session.closed.done()
