@@ -76,6 +76,10 @@ class PoolSlot:
     reconnects: int = 0
     consecutive_failures: int = 0
     last_error: str | None = None
+    # Why the previous session ended (GOAWAY, loss); kept after a successful reconnect.
+    last_close_reason: str | None = None
+    # True while the most recent attempt to connect failed (not a session lost later).
+    dial_failed: bool = False
     last_chosen: float = 0.0
     retired_counters: TrafficCounters = field(default_factory=TrafficCounters)
 
@@ -161,6 +165,13 @@ class Pool:
             return False
         return True
 
+    async def wait_settled(self, timeout: float) -> None:
+        """Wait until every slot is ready or has failed to connect at least once."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not all(s.ready or s.dial_failed for s in self.slots):
+                    await self._wait_change()
+
     async def _wait_change(self) -> None:
         self._changed.clear()
         await self._changed.wait()
@@ -191,6 +202,7 @@ class Pool:
                 session = await self._dialer()
             except DialError as exc:
                 slot.last_error = str(exc)
+                slot.dial_failed = True
                 delay = backoff_delay(
                     slot.consecutive_failures, self._reconnect_min, self._reconnect_max
                 )
@@ -203,6 +215,7 @@ class Pool:
             slot.session = session
             slot.set_state(SlotState.READY)
             slot.last_error = None
+            slot.dial_failed = False
             self._notify()
             for listener in self.listeners:
                 listener(slot, session)
@@ -214,7 +227,7 @@ class Pool:
                 asyncio.get_running_loop().create_task(self._retire_when_closed(slot, session))
             else:
                 slot.retired_counters.merge(session.counters)
-            slot.last_error = session.close_reason
+            slot.last_error = slot.last_close_reason = session.close_reason
             slot.reconnects += 1
             lived = time.monotonic() - session.created_at
             # A connection that lived a while resets the back-off; one that dies at once
@@ -255,7 +268,10 @@ class Pool:
             if slot is not None and slot.session is not None:
                 return slot, slot.session
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stopping:
+            # Fail fast when every slot's last dial failed: the upstream is known to be down
+            # and waiting would only delay the 502.
+            known_down = all(s.dial_failed and s.state is SlotState.BACKOFF for s in self.slots)
+            if remaining <= 0 or self._stopping or known_down:
                 raise NoSessionAvailable(self.describe_unavailable())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):

@@ -74,7 +74,7 @@ class ProxyService:
     async def start(self, wait_ready: float = 0.0) -> None:
         self.pool.start()
         if wait_ready > 0:
-            await self.pool.wait_ready(wait_ready, count=self.config.pool.pool_size)
+            await self.pool.wait_settled(wait_ready)
         await self.server.start()
 
     async def stop(self) -> None:

@@ -55,13 +55,12 @@ class MemoryTransport(asyncio.Transport):
 class Peer:
     """A scripted HTTP/2 server."""
 
-    def __init__(self, session: H2Session, transport: MemoryTransport, **settings: int) -> None:
+    def __init__(self, session: H2Session, transport: MemoryTransport) -> None:
         self.session = session
         self.transport = transport
         self.conn = GracefulH2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
-        self.conn.local_settings = h2.settings.Settings(client=False, initial_values=settings)
         self.conn.initiate_connection()
         self.events: list[ev.Event] = []
 
@@ -104,7 +103,7 @@ def make_session(settings: SessionSettings | None = None) -> tuple[H2Session, Me
     )
     transport = MemoryTransport()
     transport.protocol = session
-    session.connection_made(transport)  # type: ignore[arg-type]
+    session.connection_made(transport)
     session.start()
     return session, transport
 
