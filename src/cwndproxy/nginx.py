@@ -1,0 +1,168 @@
+"""A private nginx instance as a third-party HTTP/2 origin (tests, benchmarks, testbed).
+
+It runs in the foreground with ``master_process off``: one process we own, no privilege
+drop (so files in private temp dirs stay readable as root), its own pid, logs and temp
+dirs, nothing shared with a system nginx.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from cwndproxy.origin import blob_bytes
+
+_CONFIG = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests {keepalive_requests};
+    client_max_body_size 0;
+{servers}
+}}
+"""
+
+_SERVER = """\
+    server {{
+        listen {host}:{port}{ssl} http2;
+        {tls}
+        root {dir}/www;
+        location = /upload {{ return 204; }}
+    }}
+"""
+
+
+@dataclass
+class NginxServer:
+    """nginx serving ``www/`` over h2c and/or TLS h2 on loopback (or a namespace address)."""
+
+    directory: Path
+    host: str = "127.0.0.1"
+    h2c_port: int | None = None
+    tls_port: int | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    keepalive_requests: int = 1000
+    # Run nginx under this prefix, e.g. ["ip", "netns", "exec", "ns"] for the testbed.
+    command_prefix: Sequence[str] = ()
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def www(self) -> Path:
+        return self.directory / "www"
+
+    def add_blob(self, name: str, size: int) -> Path:
+        """A static file whose bytes are the demo origin's blob (so digests match)."""
+        path = self.www / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        chunk = 4 * 1024 * 1024
+        with open(path, "wb") as fh:
+            for start in range(0, size, chunk):
+                fh.write(blob_bytes(start, min(size, start + chunk)))
+        return path
+
+    def render(self) -> str:
+        servers = []
+        if self.h2c_port is not None:
+            servers.append(
+                _SERVER.format(
+                    host=self.host, port=self.h2c_port, ssl="", tls="", dir=self.directory
+                )
+            )
+        if self.tls_port is not None:
+            if not (self.cert_file and self.key_file):
+                raise ValueError("TLS needs cert_file and key_file")
+            tls = (
+                f"ssl_certificate {self.cert_file}; ssl_certificate_key {self.key_file}; "
+                "ssl_protocols TLSv1.2 TLSv1.3;"
+            )
+            servers.append(
+                _SERVER.format(
+                    host=self.host, port=self.tls_port, ssl=" ssl", tls=tls, dir=self.directory
+                )
+            )
+        return _CONFIG.format(
+            dir=self.directory,
+            servers="".join(servers),
+            keepalive_requests=self.keepalive_requests,
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(binary):
+            raise FileNotFoundError("nginx not found (Debian: apt-get install nginx-light)")
+        for sub in ("tmp", "www"):
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        conf = self.directory / "nginx.conf"
+        conf.write_text(self.render())
+        self.process = subprocess.Popen(
+            [*self.command_prefix, binary, "-p", str(self.directory), "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        ports = [p for p in (self.h2c_port, self.tls_port) if p is not None]
+        deadline = time.monotonic() + timeout
+        for port in ports:
+            while not _listening(self.host, port):
+                if self.process.poll() is not None:
+                    err = self.process.stderr.read().decode() if self.process.stderr else ""
+                    log = self.directory / "error.log"
+                    detail = log.read_text() if log.exists() else ""
+                    raise RuntimeError(f"nginx exited at start: {err}{detail}")
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(f"nginx did not listen on {self.host}:{port}")
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: nginx's fast shutdown
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+
+    def __enter__(self) -> NginxServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _listening(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False

@@ -1,0 +1,105 @@
+"""nginx (Debian nginx-light) as a third-party HTTP/2 upstream, over TLS and h2c."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cwndproxy.nginx import NginxServer
+from cwndproxy.origin import blob_bytes
+from tests.conftest import Certs, ProxyFactory, free_port, proxy_config, require_tool, run
+
+SIZE = 64 * 1024 * 1024
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, certs: Certs) -> Iterator[NginxServer]:
+    require_tool("nginx")
+    server = NginxServer(
+        tmp_path / "nginx",
+        h2c_port=free_port(),
+        tls_port=free_port(),
+        cert_file=certs.cert_file,
+        key_file=certs.key_file,
+        # Low on purpose: nginx then sends GOAWAY mid-load, as it does in production after
+        # 1000 requests on a connection, and in-flight streams must still complete.
+        keepalive_requests=300,
+    )
+    server.add_blob("blob.bin", SIZE)
+    server.add_blob("small.bin", 2048)
+    with server:
+        yield server
+
+
+@pytest.mark.slow
+async def test_64mib_from_nginx_over_tls_is_byte_identical(
+    nginx: NginxServer, make_proxy: ProxyFactory, certs: Certs, tmp_path: Path
+) -> None:
+    assert nginx.tls_port is not None
+    config = proxy_config(nginx.tls_port, tls=True, ca_file=certs.ca_file)
+    async with make_proxy(config) as proxy:
+        assert proxy.pool.ready_count == 2
+        out = tmp_path / "out.bin"
+        result = await run(
+            require_tool("curl"),
+            "-s",
+            "-S",
+            "--http2-prior-knowledge",
+            "-o",
+            str(out),
+            f"http://127.0.0.1:{config.server.port}/blob.bin",
+        )
+        assert result.code == 0, result.stderr
+        assert (
+            hashlib.sha256(out.read_bytes()).hexdigest()
+            == hashlib.sha256(blob_bytes(0, SIZE)).hexdigest()
+        )
+
+
+async def test_h2load_through_the_proxy_to_nginx_survives_its_goaways(
+    nginx: NginxServer, make_proxy: ProxyFactory
+) -> None:
+    h2load = require_tool("h2load")
+    assert nginx.h2c_port is not None
+    config = proxy_config(nginx.h2c_port, pool_size=2)
+    async with make_proxy(config) as proxy:
+        result = await run(
+            h2load,
+            "-n",
+            "5000",
+            "-c",
+            "10",
+            "-m",
+            "10",
+            f"http://127.0.0.1:{config.server.port}/small.bin",
+            timeout=240,
+        )
+        text = result.stdout.decode()
+        assert "5000 succeeded, 0 failed, 0 errored" in text, text
+        # nginx closed each connection after 300 requests: the pool replaced them.
+        reconnects = sum(slot.reconnects for slot in proxy.pool.slots)
+        assert reconnects >= 5000 // 300 - 2
+        assert any("GOAWAY" in (s.last_close_reason or "") for s in proxy.pool.slots)
+
+
+async def test_range_request_through_the_proxy(
+    nginx: NginxServer, make_proxy: ProxyFactory
+) -> None:
+    assert nginx.h2c_port is not None
+    config = proxy_config(nginx.h2c_port)
+    async with make_proxy(config):
+        result = await run(
+            require_tool("curl"),
+            "-s",
+            "-S",
+            "-r",
+            "1000-1999",
+            "-w",
+            "%{http_code}",
+            f"http://127.0.0.1:{config.server.port}/small.bin",
+        )
+        assert result.stdout[:-3] == blob_bytes(1000, 2000)
+        assert result.stdout[-3:] == b"206"
