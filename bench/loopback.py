@@ -171,7 +171,7 @@ def main() -> int:
             }
             samples: dict[str, list[float]] = {name: [] for name in arms}
             try:
-                for name, (url, extra) in arms.items():
+                for url, extra in arms.values():
                     curl_rate(url, *extra)  # warm caches and the pool; not recorded
                 for _ in range(args.rounds):
                     for name, (url, extra) in arms.items():

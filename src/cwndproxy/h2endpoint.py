@@ -19,10 +19,13 @@ import h2.exceptions
 import h2.settings
 import hyperframe.frame
 
+from cwndproxy.framebuffer import ZeroCopyFrameBuffer
+
 # Write-buffer limits for the transport. asyncio's default high-water mark is 64 KiB, which
 # would pause the writer after every 1 MiB frame; a few frames of slack keeps the socket busy.
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
+READ_SIZE = 4 * 1024 * 1024
 
 
 class GracefulH2Connection(h2.connection.H2Connection):
@@ -78,6 +81,7 @@ class H2Endpoint(asyncio.Protocol):
         max_concurrent_streams: int | None = None,
     ) -> None:
         self.conn = GracefulH2Connection(config=config)
+        self.conn.incoming_buffer = ZeroCopyFrameBuffer(server=not config.client_side)
         self.transport: asyncio.Transport | None = None
         self._stream_window = stream_window
         self._connection_window = connection_window
@@ -95,6 +99,10 @@ class H2Endpoint(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        if isinstance(getattr(transport, "max_size", None), int):
+            # asyncio's plain TCP transport reads at most 256 KiB per recv(); 1 MiB frames
+            # then always straddle reads and must be joined. Read up to 4 MiB instead.
+            transport.max_size = READ_SIZE  # type: ignore[attr-defined]
 
     def start_h2(self) -> None:
         """Send our preface and SETTINGS with large windows and frames.

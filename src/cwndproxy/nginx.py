@@ -38,6 +38,7 @@ http {{
     sendfile on;
     tcp_nopush on;
     keepalive_requests {keepalive_requests};
+    http2_chunk_size {http2_chunk_size};
     client_max_body_size 0;
 {servers}
 }}
@@ -64,6 +65,8 @@ class NginxServer:
     cert_file: str | None = None
     key_file: str | None = None
     keepalive_requests: int = 1000
+    # nginx's largest DATA frame (its default is 8k); the peer's MAX_FRAME_SIZE caps it.
+    http2_chunk_size: str = "8k"
     # Run nginx under this prefix, e.g. ["ip", "netns", "exec", "ns"] for the testbed.
     command_prefix: Sequence[str] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -106,6 +109,7 @@ class NginxServer:
             dir=self.directory,
             servers="".join(servers),
             keepalive_requests=self.keepalive_requests,
+            http2_chunk_size=self.http2_chunk_size,
         )
 
     def start(self, timeout: float = 10.0) -> None:
