@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from cwndproxy import __version__
 from cwndproxy.config import (
@@ -86,6 +87,12 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
     )
     g.add_argument("--no-tui", action="store_true", help="log lines instead of the dashboard")
     g.add_argument("--log-format", choices=LOG_FORMATS, help="headless log format")
+    g.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop; uvloop needs the 'uvloop' extra (default asyncio, see README)",
+    )
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -178,6 +185,18 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _loop_runner(name: str) -> Callable[[Coroutine[Any, Any, int]], int]:
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise ConfigError(
+                "--loop uvloop needs uvloop: pip install 'cwnd-warm-up-proxy[uvloop]'"
+            ) from None
+        return uvloop.run
+    return asyncio.run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -197,12 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_origin(args))
         _setup_logging(args.verbose)
         config = config_from_args(args)
+        runner = _loop_runner(args.loop)
         if args.command == "run":
             if not getattr(args, "upstream", None) and not args.config:
                 raise ConfigError("run needs --upstream URL or --config FILE")
             validate(config)
-            return asyncio.run(_run_proxy(config))
-        return asyncio.run(_run_demo(config, args))
+            return runner(_run_proxy(config))
+        return runner(_run_demo(config, args))
     except ConfigError as exc:
         print(f"cwnd-proxy: error: {exc}", file=sys.stderr)
         return 2
@@ -223,7 +243,12 @@ async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
     try:
         await service.start()
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, exc)
+        log.error(
+            "cannot listen on %s:%d: %s",
+            config.server.host,
+            config.server.port,
+            exc.strerror or exc,
+        )
         await service.pool.close()
         return 1
     log.info(

@@ -12,11 +12,15 @@ header-block handling is inherited unchanged.
 from __future__ import annotations
 
 import collections
+from typing import TYPE_CHECKING
 
 from h2.exceptions import FrameDataMissingError, ProtocolError
 from h2.frame_buffer import FrameBuffer
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError
 from hyperframe.frame import Frame
+
+if TYPE_CHECKING:
+    from h2._typing import Buffer
 
 FRAME_HEADER_LEN = 9
 
@@ -27,7 +31,7 @@ class ZeroCopyFrameBuffer(FrameBuffer):
         self._chunks: collections.deque[memoryview] = collections.deque()
         self._size = 0
 
-    def add_data(self, data: bytes | bytearray | memoryview) -> None:
+    def add_data(self, data: Buffer) -> None:
         view = memoryview(data)
         if self._preamble_len:
             # The server side first checks the client connection preface (RFC 9113 3.4).

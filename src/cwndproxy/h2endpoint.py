@@ -9,7 +9,7 @@ flow-control windows. Protocol decisions stay in h2 and in the subclasses.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import h2.config
 import h2.connection
@@ -92,12 +92,15 @@ class H2Endpoint(asyncio.Protocol):
         # Waiters for flow-control window, per stream id; 0 is the connection window.
         self._window_waiters: dict[int, list[asyncio.Future[None]]] = {}
         self.connection_lost_exc: BaseException | None = None
+        self.connected = asyncio.Event()
         self.is_connection_lost = False
 
     # -- transport plumbing ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self.connected.set()
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         if isinstance(getattr(transport, "max_size", None), int):
             # asyncio's plain TCP transport reads at most 256 KiB per recv(); 1 MiB frames
@@ -130,8 +133,10 @@ class H2Endpoint(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # keep the bytes in h2 until there is a transport to write them to
         data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
+        if data:
             self.transport.write(data)
 
     def pause_writing(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,8 @@ import h2.events as ev
 import h2.exceptions
 
 from cwndproxy.h2endpoint import FlowControlAborted, H2Endpoint
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BLOB_SIZE = 64 * 1024 * 1024
 MAX_BLOB_SIZE = 1 << 40
@@ -170,7 +173,8 @@ class OriginProtocol(H2Endpoint):
     def data_received(self, data: bytes) -> None:
         try:
             events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
+        except h2.exceptions.ProtocolError as exc:
+            log.info("closing a client connection after a protocol error: %s", exc)
             self.flush()
             if self.transport is not None:
                 self.transport.close()

@@ -320,3 +320,18 @@ async def test_connection_loss_fails_streams_and_pings() -> None:
     with pytest.raises(UpstreamError):
         await ping
     assert session.closed.done()
+
+
+async def test_server_bytes_before_start_wait_for_our_preface() -> None:
+    session = H2Session(authority="origin.test", scheme="http", rtt_probe_interval=0)
+    transport = MemoryTransport()
+    transport.protocol = session
+    session.connection_made(transport)
+    server = GracefulH2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    session.data_received(server.data_to_send())  # arrives before start()
+    assert bytes(transport.buffer) == b""
+    session.start()
+    assert bytes(transport.buffer).startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    events = server.receive_data(bytes(transport.buffer))
+    assert any(isinstance(e, ev.SettingsAcknowledged) for e in events)

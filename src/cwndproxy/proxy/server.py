@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ from granian.log import LogLevels
 from granian.server.embed import Server
 
 log = logging.getLogger(__name__)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR like granian, so a port in TIME_WAIT is not reported as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
 
 
 class InboundServer:
@@ -75,7 +84,12 @@ class InboundServer:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def start(self, ready_timeout: float = 10.0) -> None:
-        """Start serving and return once the port accepts connections."""
+        """Start serving and return once the port accepts connections.
+
+        Raises OSError (e.g. address in use) before granian is started: granian panics in
+        Rust on a failed bind, which would print a backtrace instead of a clear error.
+        """
+        _check_bindable(self.host, self.port)
         self._task = asyncio.get_running_loop().create_task(self._server.serve())
         deadline = asyncio.get_running_loop().time() + ready_timeout
         while True:

@@ -95,6 +95,8 @@ async def dial(
                 ssl=ctx,
                 server_hostname=(target.server_name or target.host) if ctx else None,
             )
+            # uvloop may return before calling connection_made; asyncio never does.
+            await session.connected.wait()
     except TimeoutError:
         raise DialError(
             f"connecting to {target.url} timed out after {target.connect_timeout:.1f}s"

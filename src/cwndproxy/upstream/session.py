@@ -222,6 +222,8 @@ class H2Session(H2Endpoint):
         self.ping_samples: collections.deque[PingSample] = collections.deque(maxlen=64)
         self._on_close = on_close
         self._remote_settings_seen = False
+        self._started = False
+        self._early_data: list[bytes] = []
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] = {}
         self._rtt_probe_interval = rtt_probe_interval
@@ -234,6 +236,13 @@ class H2Session(H2Endpoint):
     def start(self) -> None:
         """Begin HTTP/2 on an established (and, for TLS, ALPN-checked) connection."""
         self.start_h2()
+        self._started = True
+        if self._early_data:
+            # The server's SETTINGS can arrive before start() (uvloop schedules callbacks so
+            # that this happens): process it only now, after our preface went out, or h2
+            # would answer with a SETTINGS ACK ahead of the preface.
+            early, self._early_data = b"".join(self._early_data), []
+            self.data_received(early)
         # The PING disables the no-SETTINGS-yet guess as soon as the peer answers anything.
         self.conn.ping(os.urandom(8))
         self.flush()
@@ -303,6 +312,9 @@ class H2Session(H2Endpoint):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if not self._started:
+            self._early_data.append(data)
+            return
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:

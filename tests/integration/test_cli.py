@@ -1,0 +1,141 @@
+"""The command line as a user runs it: real processes, signals, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+
+import pytest
+
+from cwndproxy.origin import DemoOrigin
+from tests.conftest import free_port, require_tool, run
+
+
+async def start(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cwndproxy",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def wait_port(port: int, proc: asyncio.subprocess.Process, timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            if proc.returncode is not None:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"exited early: {err.decode()}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+
+
+async def stop(proc: asyncio.subprocess.Process, sig: int) -> tuple[int, str, str]:
+    proc.send_signal(sig)
+    async with asyncio.timeout(20):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_demo_serves_prints_a_curl_line_and_stops_cleanly_on_sigint() -> None:
+    curl = require_tool("curl")
+    port = free_port()
+    proc = await start("demo", "--no-tui", "--listen", f"127.0.0.1:{port}")
+    await wait_port(port, proc)
+    result = await run(
+        curl,
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+        f"http://127.0.0.1:{port}/cwnd/blob?size=4000000",
+    )
+    assert result.stdout == b"200 4000000"
+    code, out, err = await stop(proc, signal.SIGINT)
+    assert code == 0, err
+    assert re.search(rf"curl .*http://127\.0\.0\.1:{port}/cwnd/blob", out)
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_run_proxies_on_either_event_loop_and_exits_0_on_sigterm(loop: str) -> None:
+    curl = require_tool("curl")
+    port = free_port()
+    async with DemoOrigin("127.0.0.1", 0) as origin:
+        proc = await start(
+            "run",
+            "--no-tui",
+            "--upstream",
+            origin.url,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--pool-size",
+            "3",
+            "--loop",
+            loop,
+        )
+        await wait_port(port, proc)
+        result = await run(
+            curl,
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            f"http://127.0.0.1:{port}/cwnd/blob?size=3000000",
+        )
+        assert result.stdout == b"200 3000000"
+        code, _, err = await stop(proc, signal.SIGTERM)
+        assert code == 0, err
+        assert "SIGTERM received" in err and "Traceback" not in err, err
+        assert origin.stats.connections == 3, err
+
+
+async def test_port_in_use_is_a_clear_error() -> None:
+    port = free_port()
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
+    try:
+        proc = await start(
+            "run", "--no-tui", "--upstream", "http://127.0.0.1:9", "--listen", f"127.0.0.1:{port}"
+        )
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+        assert proc.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+        assert "Traceback" not in err.decode()
+    finally:
+        blocker.close()
+
+
+async def test_help_explains_the_tool() -> None:
+    result = await run(sys.executable, "-m", "cwndproxy", "run", "--help")
+    text = result.stdout.decode()
+    assert result.code == 0
+    for flag in (
+        "--upstream",
+        "--listen",
+        "--pool-size",
+        "--bandwidth-mbps",
+        "--direction",
+        "--upload-path",
+        "--download-path",
+        "--strategy",
+        "--ca-file",
+        "--insecure",
+        "--inbound-tls-cert",
+        "--inbound-tls-key",
+        "--no-tui",
+    ):
+        assert flag in text
