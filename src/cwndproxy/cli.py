@@ -132,6 +132,47 @@ def build_parser() -> argparse.ArgumentParser:
     origin.add_argument("--max-concurrent-streams", type=int, default=100, metavar="N")
     origin.add_argument("--no-range", action="store_true", help="ignore Range (always 200)")
 
+    probe = sub.add_parser(
+        "probe",
+        help="measure whether an upstream loses its cwnd when idle",
+        description="Measure RTT, then the time to fetch SIZE bytes on a new connection, on a "
+        "busy (warm) one and after idle gaps, and say whether the upstream restarts slow start "
+        "after idle and how much warm-up would save.",
+    )
+    probe.add_argument("url", metavar="URL", help="a large object, e.g. https://host/big.bin")
+    probe.add_argument("--size", default="4MB", help="bytes per fetch (Range), default 4MB")
+    probe.add_argument("--idle", default="0.5,1,3", help="idle gaps in seconds (0.5,1,3)")
+    probe.add_argument("--warm-runs", type=int, default=3, metavar="N")
+    probe.add_argument("--bandwidth-mbps", type=float, help="known path bandwidth for the ideal")
+    probe.add_argument("--ca-file", metavar="FILE")
+    probe.add_argument("--server-name", metavar="NAME")
+    probe.add_argument("--insecure", action="store_true", help="skip certificate checks")
+    probe.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    testbed = sub.add_parser(
+        "testbed",
+        help="an emulated WAN (network namespaces + link emulator); needs root",
+        description="Bring up, inspect or remove an emulated WAN: a client namespace and an "
+        "origin namespace joined by a userspace link with the given RTT, rate and queue.",
+    )
+    tb_sub = testbed.add_subparsers(dest="testbed_command", metavar="ACTION", required=True)
+    tb_up = tb_sub.add_parser("up", help="create a testbed and start an origin in it")
+    tb_up.add_argument("--rtt", default="80ms", help="round-trip time (default 80ms)")
+    tb_up.add_argument("--rate", default="100mbit", help="bottleneck rate (default 100mbit)")
+    tb_up.add_argument("--queue", help="drop-tail queue in bytes (default 1 BDP)")
+    tb_up.add_argument("--loss", type=float, default=0.0, help="random loss probability")
+    tb_up.add_argument("--origin", choices=("demo", "nginx"), default="nginx")
+    tb_up.add_argument("--origin-cc", default="cubic", help="origin congestion control")
+    tb_up.add_argument(
+        "--no-ssai",
+        action="store_true",
+        help="origin tcp_slow_start_after_idle=0 (default 1, as Linux)",
+    )
+    tb_up.add_argument("--name", help="testbed name (default: random cwtXXXX)")
+    tb_sub.add_parser("status", help="list testbeds, addresses and how to use them")
+    tb_down = tb_sub.add_parser("down", help="remove a testbed (all when no name is given)")
+    tb_down.add_argument("name", nargs="?")
+
     check = sub.add_parser(
         "check-config",
         help="validate a config file and print the effective configuration",
@@ -214,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "origin":
             _setup_logging(False)
             return asyncio.run(_run_origin(args))
+        if args.command == "probe":
+            return _probe(args)
+        if args.command == "testbed":
+            return _testbed(args)
         _setup_logging(args.verbose)
         config = config_from_args(args)
         runner = _loop_runner(args.loop)
@@ -297,6 +342,98 @@ async def _run_demo(config: Config, args: argparse.Namespace) -> int:
         return await _serve_until_signal(config, banner)
     finally:
         await origin.stop()
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import json
+
+    from cwndproxy import perf
+    from cwndproxy.probe import ProbeError, format_report, run_probe
+    from cwndproxy.units import parse_size
+    from cwndproxy.upstream.dial import DialError
+
+    try:
+        size = parse_size(args.size)
+        idles = tuple(float(x) for x in args.idle.split(",") if x)
+    except ValueError as exc:
+        raise ConfigError(f"--size/--idle: {exc}") from None
+    perf.apply()
+    try:
+        result = asyncio.run(
+            run_probe(
+                args.url,
+                size=size,
+                idles=idles,
+                warm_runs=args.warm_runs,
+                bandwidth_mbps=args.bandwidth_mbps,
+                ca_file=args.ca_file,
+                insecure=args.insecure,
+                server_name=args.server_name,
+            )
+        )
+    except (ProbeError, DialError) as exc:
+        print(f"cwnd-proxy probe: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_json(), indent=2) if args.json else format_report(result))
+    return 0
+
+
+def _testbed(args: argparse.Namespace) -> int:
+    from cwndproxy.testbed import netns, origins
+    from cwndproxy.units import parse_duration, parse_rate, parse_size
+
+    if args.testbed_command == "status":
+        states = netns.list_states()
+        if not states:
+            print("no testbeds")
+        for st in states:
+            alive = "running" if netns._pid_alive(st.pids.get("link", 0) or 0) else "link DOWN"
+            print(
+                f"{st.name}: {alive}; client ns {st.client_ns} ({st.client_addr}), origin ns "
+                f"{st.origin_ns} ({st.origin_addr}); link {st.link}; origin cc "
+                f"{st.origin_cc}, slow_start_after_idle={st.origin_ssai}"
+            )
+            print(
+                f"  run something on the client side:  ip netns exec {st.client_ns} "
+                f"curl -o /dev/null http://{st.origin_addr}:8080/..."
+            )
+        return 0
+    if args.testbed_command == "down":
+        removed = netns.down(args.name)
+        print("removed: " + (", ".join(removed) if removed else "nothing"))
+        return 0
+    try:
+        link = netns.LinkSpec(
+            rtt=parse_duration(args.rtt),
+            rate_bps=parse_rate(args.rate),
+            queue_bytes=parse_size(args.queue) if args.queue else None,
+            loss=args.loss,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    tb = netns.Testbed(link, name=args.name, origin_cc=args.origin_cc, origin_ssai=not args.no_ssai)
+    try:
+        tb.up()
+        info = origins.start_nginx(tb) if args.origin == "nginx" else origins.start_demo_origin(tb)
+    except netns.TestbedUnavailable as exc:
+        print(f"cwnd-proxy testbed: {exc}", file=sys.stderr)
+        tb.down()
+        return 1
+    except BaseException:
+        tb.down()
+        raise
+    print(f"testbed {tb.name} up: {link.describe()}")
+    print(
+        f"  client namespace {tb.client_ns} ({tb.client_addr}); origin namespace "
+        f"{tb.origin_ns} ({tb.origin_addr})"
+    )
+    print(f"  {info.describe()}")
+    print(
+        f"  try: ip netns exec {tb.client_ns} cwnd-proxy probe {info.tls_url}{info.blob_path} "
+        f"--ca-file {info.ca_file}"
+    )
+    print(f"  remove: cwnd-proxy testbed down {tb.name}")
+    return 0
 
 
 async def _run_origin(args: argparse.Namespace) -> int:

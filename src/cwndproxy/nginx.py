@@ -13,10 +13,11 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from cwndproxy.origin import blob_bytes
 
@@ -69,6 +70,10 @@ class NginxServer:
     http2_chunk_size: str = "8k"
     # Run nginx under this prefix, e.g. ["ip", "netns", "exec", "ns"] for the testbed.
     command_prefix: Sequence[str] = ()
+    # How to tell that a port listens (the default connects from this namespace).
+    ready_check: Callable[[str, int], bool] | None = None
+    # Own session (survives its starter, e.g. `testbed up`); stderr goes to a file.
+    detach: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -120,15 +125,22 @@ class NginxServer:
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         conf = self.directory / "nginx.conf"
         conf.write_text(self.render())
+        stderr: int | IO[bytes] = subprocess.PIPE
+        if self.detach:
+            stderr = open(self.directory / "stderr.log", "ab")  # noqa: SIM115 - owned by nginx
         self.process = subprocess.Popen(
             [*self.command_prefix, binary, "-p", str(self.directory), "-c", str(conf)],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=self.detach,
         )
+        if self.detach and not isinstance(stderr, int):
+            stderr.close()
         ports = [p for p in (self.h2c_port, self.tls_port) if p is not None]
         deadline = time.monotonic() + timeout
+        check = self.ready_check or _listening
         for port in ports:
-            while not _listening(self.host, port):
+            while not check(self.host, port):
                 if self.process.poll() is not None:
                     err = self.process.stderr.read().decode() if self.process.stderr else ""
                     log = self.directory / "error.log"

@@ -140,14 +140,15 @@ def destroy(state: TestbedState) -> None:
         _kill(pid)
     for ns in (state.client_ns, state.origin_ns):
         # Processes started with `ip netns exec` by others may linger: kill them too.
-        pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
-        for pid in pids:
-            _kill(int(pid))
+        lingering = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
+        for text in lingering:
+            _kill(int(text))
         _run(["ip", "netns", "del", ns], check=False)
     with contextlib.suppress(FileNotFoundError):
         (STATE_DIR / f"{state.name}.json").unlink()
     with contextlib.suppress(FileNotFoundError):
         (STATE_DIR / f"{state.name}.stats").unlink()
+    shutil.rmtree(STATE_DIR / state.name, ignore_errors=True)
 
 
 def down(name: str | None = None) -> list[str]:
@@ -192,8 +193,10 @@ class Testbed:
         origin_cc: str = "cubic",
         client_cc: str = "cubic",
         origin_ssai: bool = True,
+        socket_buffer_max: int = 32 * 1024 * 1024,
     ) -> None:
         self.link = link
+        self.socket_buffer_max = socket_buffer_max
         self.name = name or f"{NAME_PREFIX}{secrets.token_hex(2)}"
         self.origin_cc = origin_cc
         self.client_cc = client_cc
@@ -265,6 +268,20 @@ class Testbed:
                     f"net.ipv4.tcp_slow_start_after_idle={int(self.origin_ssai)}",
                 ]
             )
+            # A new namespace gets the kernel's default buffer limits (4 MiB send), below
+            # the BDP of long fast paths (200 ms x 200 Mbit/s = 5 MB): then the buffer, not
+            # cwnd, would cap throughput. Autotuning still starts small.
+            for ns in (state.client_ns, state.origin_ns):
+                _run(
+                    [
+                        *netns_exec(ns),
+                        "sysctl",
+                        "-q",
+                        "-w",
+                        f"net.ipv4.tcp_wmem=4096 16384 {self.socket_buffer_max}",
+                        f"net.ipv4.tcp_rmem=4096 131072 {self.socket_buffer_max}",
+                    ]
+                )
             self._start_link(timeout)
         except BaseException:
             self.down()

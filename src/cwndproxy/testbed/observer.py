@@ -1,0 +1,142 @@
+"""The kernel's view of TCP connections, sampled over time with ``ss -tin``.
+
+On the testbed this reads the *origin's* sockets, in the origin namespace: the congestion
+window that download warm-up must hold lives there, and only the kernel knows it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+_KV = re.compile(r"(\w+):(\S+)")
+_RATE = re.compile(r"\b(delivery_rate|pacing_rate|send) (\d+(?:\.\d+)?)([KMG]?)bps")
+_MULT = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+_CC = ("cubic", "bbr", "reno", "bbr2", "dctcp", "vegas", "westwood", "htcp")
+
+
+@dataclass(frozen=True)
+class KernelSample:
+    at: float
+    local: str
+    peer: str
+    cc: str | None
+    cwnd: int | None
+    ssthresh: int | None
+    mss: int | None
+    rtt_ms: float | None
+    bytes_sent: int | None
+    bytes_acked: int | None
+    send_q: int
+    lastsnd_ms: int | None
+    delivery_rate_bps: float | None
+
+    @property
+    def cwnd_bytes(self) -> int | None:
+        if self.cwnd is None or self.mss is None:
+            return None
+        return self.cwnd * self.mss
+
+
+def _int(values: dict[str, str], key: str) -> int | None:
+    value = values.get(key)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def parse_ss(text: str, at: float) -> list[KernelSample]:
+    """Parse ``ss -tinH`` output: a socket line, then an indented line of TCP info."""
+    samples: list[KernelSample] = []
+    socket_line: list[str] | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            socket_line = line.split()
+            # With a state filter ss omits the State column: Recv-Q Send-Q Local Peer.
+            if socket_line and not socket_line[0].isdigit():
+                socket_line = socket_line[1:]
+            continue
+        if socket_line is None or len(socket_line) < 4:
+            continue
+        values = dict(_KV.findall(line))
+        rates = {m.group(1): float(m.group(2)) * _MULT[m.group(3)] for m in _RATE.finditer(line)}
+        words = line.split()
+        rtt = values.get("rtt")
+        samples.append(
+            KernelSample(
+                at=at,
+                local=socket_line[2],
+                peer=socket_line[3],
+                cc=next((w for w in words if w in _CC), None),
+                cwnd=_int(values, "cwnd"),
+                ssthresh=_int(values, "ssthresh"),
+                mss=_int(values, "mss"),
+                rtt_ms=float(rtt.split("/")[0]) if rtt else None,
+                bytes_sent=_int(values, "bytes_sent"),
+                bytes_acked=_int(values, "bytes_acked"),
+                send_q=int(socket_line[1]),
+                lastsnd_ms=_int(values, "lastsnd"),
+                delivery_rate_bps=rates.get("delivery_rate"),
+            )
+        )
+        socket_line = None
+    return samples
+
+
+def ss_command(port: int, prefix: Sequence[str] = ()) -> list[str]:
+    """Established connections whose local port is ``port`` (the server side)."""
+    return [*prefix, "ss", "-tinH", "state", "established", f"( sport = :{port} )"]
+
+
+class WindowObserver:
+    """Samples ``ss`` every ``interval`` seconds in a thread, until stopped."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        interval: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.argv = list(argv)
+        self.interval = interval
+        self.samples: list[KernelSample] = []
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started_at = clock()
+
+    def sample_once(self) -> list[KernelSample]:
+        at = self._clock() - self.started_at
+        out = subprocess.run(self.argv, capture_output=True, text=True, timeout=10).stdout
+        return parse_ss(out, at)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.extend(self.sample_once())
+            self._stop.wait(self.interval)
+
+    def start(self) -> WindowObserver:
+        self.started_at = self._clock()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="ss-observer")
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[KernelSample]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        return self.samples
+
+    def series(self) -> dict[str, list[dict[str, object]]]:
+        """Samples grouped per connection (by peer address), as plain dicts."""
+        out: dict[str, list[dict[str, object]]] = {}
+        for sample in self.samples:
+            out.setdefault(sample.peer, []).append(asdict(sample))
+        return out
