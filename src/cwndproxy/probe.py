@@ -25,8 +25,13 @@ from cwndproxy.metrics import TrafficKind
 from cwndproxy.upstream.dial import UpstreamTarget, dial
 from cwndproxy.upstream.session import H2Session, UpstreamError
 
-# An idle time this much longer than warm counts as a slow-start restart.
-RESET_RATIO = 1.3
+# After the longest idle gap, this much slower than warm counts as a window reset (a
+# restart from the initial window costs several RTTs); a gap whose ratio reaches
+# ONSET_RATIO marks when it starts. Between MILD_RATIO and RESET_RATIO the path is slower
+# after idle but not reset (e.g. cwnd below one BDP after a loss, sent as one burst).
+RESET_RATIO = 1.5
+ONSET_RATIO = 1.3
+MILD_RATIO = 1.15
 
 
 class ProbeError(Exception):
@@ -182,8 +187,9 @@ def judge(result: ProbeResult) -> None:
     warm = result.warm_ms
     mb = result.size / 1e6
     ratios = {float(gap): t.ttlb_ms / warm for gap, t in result.idle.items()}
-    resetting = sorted(gap for gap, ratio in ratios.items() if ratio >= RESET_RATIO)
     longest = max(ratios) if ratios else None
+    reset = longest is not None and ratios[longest] >= RESET_RATIO
+    resetting = sorted(gap for gap, ratio in ratios.items() if ratio >= ONSET_RATIO)
     if not result.range_supported:
         result.notes.append("the server ignored Range (200): bytes were read, then cancelled")
     cold_ratio = result.cold.ttlb_ms / warm
@@ -191,7 +197,7 @@ def judge(result: ProbeResult) -> None:
         f"a new connection takes {cold_ratio:.1f}x the warm time "
         f"({result.cold.ttlb_ms:.0f} ms vs {warm:.0f} ms)"
     )
-    if longest is not None and resetting:
+    if longest is not None and reset and resetting:
         worst = result.idle[f"{longest:g}"].ttlb_ms
         result.resets_after_idle = True
         result.idle_threshold_s = resetting[0]
@@ -201,6 +207,15 @@ def judge(result: ProbeResult) -> None:
             f"fetch takes {ratios[longest]:.1f}x longer after {longest:g} s idle "
             f"({worst:.0f} ms vs {warm:.0f} ms warm, ideal {result.ideal_ms:.0f} ms); "
             f"warm-up would save ~{result.saving_ms:.0f} ms per request; {cold_text}"
+        )
+    elif longest is not None and ratios[longest] >= MILD_RATIO:
+        worst = result.idle[f"{longest:g}"].ttlb_ms
+        result.saving_ms = max(0.0, worst - warm)
+        result.verdict = (
+            f"mildly slower after idle, no full reset: a {mb:.1f} MB fetch took "
+            f"{ratios[longest]:.2f}x the warm time after {longest:g} s idle ({worst:.0f} ms vs "
+            f"{warm:.0f} ms); keeping connections busy would save ~{result.saving_ms:.0f} ms; "
+            f"{cold_text}"
         )
     elif longest is not None:
         result.verdict = (

@@ -3,12 +3,26 @@ from __future__ import annotations
 from cwndproxy.probe import ProbeResult, Transfer, judge
 
 
-def result(idle_ms: dict[str, float], warm_ms: float = 430.0, cold_ms: float = 1100.0):
-    t = lambda ms: Transfer(ttlb_ms=ms, ttfb_ms=80.0, bytes=4_000_000, status=206)  # noqa: E731
+def t(ms: float) -> Transfer:
+    return Transfer(ttlb_ms=ms, ttfb_ms=80.0, bytes=4_000_000, status=206)
+
+
+def result(
+    idle_ms: dict[str, float], warm_ms: float = 430.0, cold_ms: float = 1100.0
+) -> ProbeResult:
     return ProbeResult(
-        url="https://o/b", size=4_000_000, connect_ms=170, rtt_ms=80.0, rtt_min_ms=79.5,
-        cold=t(cold_ms), warm=[t(warm_ms)] * 3, idle={k: t(v) for k, v in idle_ms.items()},
-        bandwidth_mbps=100.0, bandwidth_source="given", ideal_ms=400.0, range_supported=True,
+        url="https://o/b",
+        size=4_000_000,
+        connect_ms=170,
+        rtt_ms=80.0,
+        rtt_min_ms=79.5,
+        cold=t(cold_ms),
+        warm=[t(warm_ms)] * 3,
+        idle={k: t(v) for k, v in idle_ms.items()},
+        bandwidth_mbps=100.0,
+        bandwidth_source="given",
+        ideal_ms=400.0,
+        range_supported=True,
     )
 
 
@@ -20,6 +34,13 @@ def test_idle_reset_is_reported_with_threshold_and_saving() -> None:
     assert "restarts slow start after ~1 s idle" in r.verdict
     assert "2.0x longer after 3 s idle" in r.verdict
     assert "save ~430 ms" in r.verdict
+
+
+def test_mild_penalty_is_not_called_a_reset() -> None:
+    r = result({"0.5": 560.0, "3": 540.0})  # 1.3x then 1.26x: slower, but no collapse
+    judge(r)
+    assert not r.resets_after_idle
+    assert r.verdict.startswith("mildly slower after idle")
 
 
 def test_no_reset_when_idle_matches_warm() -> None:

@@ -5,6 +5,7 @@ kernel state and ratios with generous margins, never exact times."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -44,7 +45,7 @@ def testbed(request: pytest.FixtureRequest) -> Iterator[tuple[netns.Testbed, ori
 def restart_samples(samples: list[KernelSample]) -> list[tuple[KernelSample, KernelSample]]:
     """(last sample before an idle gap, first sample after sending resumed)."""
     out = []
-    for before, after in zip(samples, samples[1:], strict=False):
+    for before, after in itertools.pairwise(samples):
         if (before.lastsnd_ms or 0) >= IDLE * 1000 * 0.6 and (after.lastsnd_ms or 10**9) < 300:
             out.append((before, after))
     return out
@@ -54,8 +55,19 @@ def test_link_rtt_matches_the_setting(testbed: tuple[netns.Testbed, origins.Orig
     tb, info = testbed
     times = []
     for _ in range(7):
-        r = tb.run("c", ["curl", "-s", "-o", "/dev/null", "-w", "%{time_connect}",
-                         f"{info.h2c_url}/nonexistent"], timeout=30)
+        r = tb.run(
+            "c",
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{time_connect}",
+                f"{info.h2c_url}/nonexistent",
+            ],
+            timeout=30,
+        )
         times.append(float(r.stdout))
     assert statistics.median(times) == pytest.approx(RTT, rel=0.10)
 
@@ -65,12 +77,28 @@ def test_probe_and_origin_window_after_idle(
 ) -> None:
     tb, info = testbed
     ssai = bool(tb.st.origin_ssai)
-    observer = WindowObserver(ss_command(origins.H2C_PORT, netns.netns_exec(tb.origin_ns)),
-                              interval=0.02).start()
+    observer = WindowObserver(
+        ss_command(origins.H2C_PORT, netns.netns_exec(tb.origin_ns)), interval=0.02
+    ).start()
     try:
-        r = tb.run("c", [sys.executable, "-m", "cwndproxy", "probe",
-                         f"{info.h2c_url}{info.blob_path}", "--size", str(SIZE), "--idle",
-                         str(IDLE), "--warm-runs", "3", "--json"], timeout=120)
+        r = tb.run(
+            "c",
+            [
+                sys.executable,
+                "-m",
+                "cwndproxy",
+                "probe",
+                f"{info.h2c_url}{info.blob_path}",
+                "--size",
+                str(SIZE),
+                "--idle",
+                str(IDLE),
+                "--warm-runs",
+                "3",
+                "--json",
+            ],
+            timeout=120,
+        )
     finally:
         samples = observer.stop()
     assert r.returncode == 0, r.stderr

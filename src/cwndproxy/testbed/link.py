@@ -98,6 +98,8 @@ class LinkStats:
     o_to_a: dict[str, float] = field(default_factory=dict)
     write_errors: int = 0
     late_max_ms: float = 0.0
+    # Release lateness (actual - scheduled), percentiles over the recent packets.
+    late_ms: dict[str, float] = field(default_factory=dict)
 
 
 def open_tun(name: str) -> int:
@@ -145,6 +147,7 @@ def forward(
     model = {a.fd: a_to_o, o.fd: o_to_a}
     peer = {a.fd: o.fd, o.fd: a.fd}
     stats = LinkStats()
+    lateness: collections.deque[float] = collections.deque(maxlen=20000)
     next_stats = time.monotonic() + 1.0
     fds = [a.fd, o.fd]
     clock = time.monotonic
@@ -168,6 +171,7 @@ def forward(
             while queue and queue[0][0] <= now:
                 release, packet = queue.popleft()
                 late = (now - release) * 1000
+                lateness.append(late)
                 if late > stats.late_max_ms:
                     stats.late_max_ms = late
                 try:
@@ -178,10 +182,21 @@ def forward(
                     stats.write_errors += 1
         if stats_path is not None and now >= next_stats:
             next_stats = now + 1.0
+            _summarize_lateness(stats, lateness)
             _write_stats(stats_path, stats, a_to_o, o_to_a)
     if stats_path is not None:
         _write_stats(stats_path, stats, a_to_o, o_to_a)
     return stats
+
+
+def _summarize_lateness(stats: LinkStats, lateness: collections.deque[float]) -> None:
+    if lateness:
+        ordered = sorted(lateness)
+        last = len(ordered) - 1
+        stats.late_ms = {
+            q: round(ordered[int(f * last)], 3)
+            for q, f in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))
+        }
 
 
 def _write_stats(
