@@ -76,6 +76,8 @@ def proxy_config(
     config.target.tls_ca_file = ca_file
     config.target.tls_server_name = "localhost" if tls else None
     config.pool.pool_size = pool_size
+    # The proxy-core tests run a plain keep-alive pool; warm-up tests set their own.
+    config.pool.strategy = "off"
     config.pool.reconnect_min_ms = 50
     config.pool.reconnect_max_ms = 500
     config.server.port = free_port()

@@ -67,7 +67,8 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
     g.add_argument(
         "--strategy",
         choices=STRATEGIES,
-        help="warm-up strategy; this version implements only 'off' (a keep-alive pool)",
+        help="warm-up strategy: burst (default: ramp, then a burst per interval), ping "
+        "(experimental: PINGs only), off (a plain keep-alive pool)",
     )
     g.add_argument("--ca-file", metavar="FILE", help="extra CA certificate(s) for the upstream")
     g.add_argument("--server-name", metavar="NAME", help="TLS SNI and :authority override")

@@ -21,8 +21,6 @@ DIRECTIONS = ("upload", "download", "both")
 UPLOAD_METHODS = ("POST", "PUT")
 DOWNLOAD_METHODS = ("GET",)
 STRATEGIES = ("burst", "ping", "off")
-# Strategies the running code implements. The warm-up engine adds burst and ping.
-IMPLEMENTED_STRATEGIES = ("off",)
 LOG_FORMATS = ("human", "json")
 
 
@@ -60,7 +58,7 @@ class PoolConfig:
     per_connection_dwell_ms: int = 2000
     fallback_upload_retry: bool = True
     warm_up_headers: dict[str, str] = field(default_factory=dict)
-    strategy: str = "off"
+    strategy: str = "burst"
     # HTTP/2 PING period for RTT measurement; 0 disables it.
     rtt_probe_interval_ms: int = 1000
     # HTTP/2 flow control: must exceed the path's BDP, or the window, not cwnd, is the limit.
@@ -274,12 +272,8 @@ def validate(config: Config) -> Config:
         if p.warm_up_direction in ("download", "both") and not p.warm_up_download_path:
             raise ConfigError(
                 f'pool.warm_up_direction = "{p.warm_up_direction}" needs pool.warm_up_download_path'
+                ' (or pool.strategy = "off" for a plain keep-alive pool)'
             )
-    if p.strategy not in IMPLEMENTED_STRATEGIES:
-        raise ConfigError(
-            f'pool.strategy = "{p.strategy}" is not available yet: the warm-up engine is not '
-            f"built in this version (allowed now: {', '.join(IMPLEMENTED_STRATEGIES)})"
-        )
     for key in ("warm_up_upload_path", "warm_up_download_path"):
         value = getattr(p, key)
         if value is not None and not value.startswith("/"):

@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cwndproxy.metrics import TrafficCounters, TrafficKind
 from cwndproxy.upstream.dial import DialError, UpstreamTarget, dial
@@ -39,18 +40,28 @@ class SlotView:
     real_streams: int
     free_stream_slots: int
     last_chosen: float
+    bursting: bool = False
+    warm: bool = True
 
 
 def choose_slot(views: Sequence[SlotView], exclude: frozenset[int] = frozenset()) -> int | None:
     """Pick a session for a real request: ready ones only; prefer one with a free stream
-    slot, then the fewest active real streams, then the least recently chosen (spreads
-    requests so that every connection's window stays in use)."""
+    slot, then the fewest active real streams, then one not sending a warm-up burst (its
+    dummy bytes would queue ahead of the response in the server's socket), then a warm one,
+    then the least recently chosen (spreads requests so every window stays in use)."""
     candidates = [v for v in views if v.ready and v.index not in exclude]
     if not candidates:
         return None
     best = min(
         candidates,
-        key=lambda v: (v.free_stream_slots == 0, v.real_streams, v.last_chosen, v.index),
+        key=lambda v: (
+            v.free_stream_slots == 0,
+            v.real_streams,
+            v.bursting,
+            not v.warm,
+            v.last_chosen,
+            v.index,
+        ),
     )
     return best.index
 
@@ -82,6 +93,8 @@ class PoolSlot:
     dial_failed: bool = False
     last_chosen: float = 0.0
     retired_counters: TrafficCounters = field(default_factory=TrafficCounters)
+    # The warm-up controller of the current session (None with strategy "off").
+    controller: Any = None
 
     def set_state(self, state: SlotState) -> None:
         if state is not self.state:
@@ -100,6 +113,8 @@ class PoolSlot:
             real_streams=s.active_streams_of(TrafficKind.REAL) if s else 0,
             free_stream_slots=s.free_stream_slots if s else 0,
             last_chosen=self.last_chosen,
+            bursting=bool(self.controller and self.controller.bursting),
+            warm=self.controller is None or bool(self.controller.warm),
         )
 
     @property

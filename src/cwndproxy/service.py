@@ -10,11 +10,12 @@ import time
 
 from cwndproxy import perf
 from cwndproxy.config import Config
-from cwndproxy.pool import Pool
+from cwndproxy.pool import Pool, PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
 from cwndproxy.proxy.server import InboundServer
 from cwndproxy.upstream.dial import UpstreamTarget
-from cwndproxy.upstream.session import SessionSettings
+from cwndproxy.upstream.session import H2Session, SessionSettings
+from cwndproxy.warmup.controller import WarmupController, WarmupSettings
 
 log = logging.getLogger("cwndproxy")
 
@@ -70,6 +71,32 @@ class ProxyService:
             stream_window=p.stream_window_bytes,
         )
         self.started_at = time.monotonic()
+        if p.strategy != "off":
+            self.pool.listeners.append(self._attach_warmup)
+
+    def warmup_settings(self) -> WarmupSettings:
+        p = self.config.pool
+        return WarmupSettings(
+            strategy=p.strategy,
+            direction=p.warm_up_direction,
+            target_bps=self.config.per_connection_target_bps,
+            size_bytes=p.warm_up_size_bytes,
+            interval_ms=p.warm_up_interval_ms,
+            dwell=p.per_connection_dwell_ms / 1000,
+            download_path=p.warm_up_download_path,
+            upload_path=p.warm_up_upload_path,
+            upload_method=p.warm_up_upload_method,
+            supports_range=p.download_supports_range,
+            upload_retry=p.fallback_upload_retry,
+            headers=dict(p.warm_up_headers),
+        )
+
+    def _attach_warmup(self, slot: PoolSlot, session: H2Session) -> None:
+        controller = WarmupController(
+            session, self.warmup_settings(), index=slot.index, pool_size=len(self.pool.slots)
+        )
+        slot.controller = controller
+        controller.start()
 
     async def start(self, wait_ready: float = 0.0) -> None:
         self.pool.start()
@@ -83,6 +110,9 @@ class ProxyService:
         grace = self.config.server.shutdown_grace_ms / 1000
         deadline = time.monotonic() + grace
         stop_server = asyncio.get_running_loop().create_task(self.server.stop())
+        await asyncio.gather(
+            *(s.controller.stop() for s in self.pool.slots if s.controller is not None)
+        )
         if not await self.app.wait_idle(grace):
             log.warning(
                 "shutdown: %d requests still running after %.1fs", self.app.in_flight, grace
@@ -94,20 +124,23 @@ class ProxyService:
 
     def status_line(self) -> str:
         totals = self.pool.totals()
-        states = " ".join(
-            f"{slot.index}:{slot.state.value}"
-            + (
-                f"({slot.session.rtt * 1000:.1f}ms)"
-                if slot.session is not None and slot.session.rtt is not None
-                else ""
-            )
-            for slot in self.pool.slots
-        )
+        states = " ".join(_slot_summary(slot) for slot in self.pool.slots)
         return (
             f"sessions {self.pool.ready_count}/{len(self.pool.slots)} ready [{states}] "
             f"real tx {_mib(totals.real_tx)} rx {_mib(totals.real_rx)} "
+            f"dummy tx {_mib(totals.dummy_tx)} rx {_mib(totals.dummy_rx)} "
             f"requests {totals.requests} errors {totals.errors} retries {totals.retries}"
         )
+
+
+def _slot_summary(slot: PoolSlot) -> str:
+    state = slot.state.value
+    if slot.controller is not None and slot.state.value == "ready":
+        state = slot.controller.state.value
+        if slot.controller.path_limited_bps:
+            state += f"(path-limited at {slot.controller.path_limited_bps / 1e6:.1f}Mbit/s)"
+    rtt = slot.session.rtt if slot.session is not None else None
+    return f"{slot.index}:{state}" + (f"/{rtt * 1000:.1f}ms" if rtt else "")
 
 
 def _mib(n: int) -> str:

@@ -84,6 +84,8 @@ async def test_run_proxies_on_either_event_loop_and_exits_0_on_sigterm(loop: str
             "3",
             "--loop",
             loop,
+            "--download-path",
+            "/cwnd/blob",
         )
         await wait_port(port, proc)
         result = await run(
@@ -108,7 +110,14 @@ async def test_port_in_use_is_a_clear_error() -> None:
     blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
     try:
         proc = await start(
-            "run", "--no-tui", "--upstream", "http://127.0.0.1:9", "--listen", f"127.0.0.1:{port}"
+            "run",
+            "--no-tui",
+            "--strategy",
+            "off",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            f"127.0.0.1:{port}",
         )
         async with asyncio.timeout(30):
             _, err = await proc.communicate()

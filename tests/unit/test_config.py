@@ -23,8 +23,13 @@ def _load(tmp_path: Path, text: str) -> Config:
     return load_file(path)
 
 
-def test_defaults_are_valid_and_target_is_derived() -> None:
-    config = validate(Config())
+def test_defaults_need_only_a_warm_up_path_and_target_is_derived() -> None:
+    config = Config()
+    with pytest.raises(ConfigError, match=r"needs pool\.warm_up_download_path"):
+        validate(config)
+    config.pool.warm_up_download_path = "/big.bin"
+    validate(config)
+    assert config.pool.strategy == "burst"
     assert config.pool.pool_size == 4
     assert config.pool.warm_up_direction == "download"
     # floor(100 Mbit/s / 4)
@@ -49,6 +54,7 @@ port = 443
 pool_size = 8
 bandwidth_mbps = 200
 warm_up_headers = { authorization = "Bearer x" }
+warm_up_download_path = "/big.bin"
 [server]
 port = 9000
 """,
@@ -84,6 +90,7 @@ def test_missing_file() -> None:
 
 def _invalid(**changes: object) -> str:
     config = Config()
+    config.pool.warm_up_download_path = "/blob"
     for dotted, value in changes.items():
         section, key = dotted.split("__")
         setattr(getattr(config, section), key, value)
@@ -111,12 +118,9 @@ def _invalid(**changes: object) -> str:
                 "pool__strategy": "burst",
                 "pool__warm_up_direction": "both",
                 "pool__warm_up_upload_path": "/sink",
+                "pool__warm_up_download_path": None,
             },
             'pool.warm_up_direction = "both" needs pool.warm_up_download_path',
-        ),
-        (
-            {"pool__strategy": "burst", "pool__warm_up_download_path": "/blob"},
-            'pool.strategy = "burst" is not available yet',
         ),
         ({"pool__warm_up_download_path": "blob"}, "must start with '/'"),
         ({"pool__warm_up_headers": {"Authorization": "x"}}, "must be lower-case"),
@@ -205,17 +209,9 @@ def test_bad_config_exits_2_with_message_and_no_traceback(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
-def test_unimplemented_strategy_is_refused_not_ignored() -> None:
-    result = _cli(
-        "run", "--upstream", "http://127.0.0.1:9", "--strategy", "burst", "--download-path", "/blob"
-    )
-    assert result.returncode == 2
-    assert "not available yet" in result.stderr
-
-
 def test_check_config_prints_effective_config(tmp_path: Path) -> None:
     path = tmp_path / "ok.toml"
-    path.write_text("[pool]\npool_size = 2\nbandwidth_mbps = 50\n")
+    path.write_text('[pool]\npool_size = 2\nbandwidth_mbps = 50\nstrategy = "off"\n')
     result = _cli("check-config", str(path))
     assert result.returncode == 0, result.stderr
     assert "pool_size = 2" in result.stdout

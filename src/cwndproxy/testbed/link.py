@@ -122,7 +122,10 @@ def setup_end(end: TunEnd) -> None:
     end.fd = open_tun(end.dev)
     _ip("link", "set", end.dev, "netns", end.netns)
     _ip("-n", end.netns, "addr", "add", end.addr, "peer", end.peer, "dev", end.dev)
-    _ip("-n", end.netns, "link", "set", end.dev, "up")
+    # The kernel queues packets for us in the device (txqueuelen, default 500). A sender's
+    # burst at 200 Mbit/s can outrun one read loop iteration; a long device queue keeps
+    # every drop in the modelled queue, where it belongs.
+    _ip("-n", end.netns, "link", "set", end.dev, "txqueuelen", "20000", "up")
     route = ["-n", end.netns, "route", "replace", f"{end.peer}/32", "dev", end.dev, "src", end.addr]
     if end.congctl:
         # The namespace's tcp_congestion_control sysctl is refused (EPERM); a route

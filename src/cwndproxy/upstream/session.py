@@ -231,6 +231,11 @@ class H2Session(H2Endpoint):
         self.closed = asyncio.get_running_loop().create_future()
         # Set once the session stops taking new streams: GOAWAY either way, or closed.
         self.unusable = asyncio.Event()
+        # Real (client) streams: the warm-up engine pauses while any is active.
+        self.real_active = 0
+        self.real_idle = asyncio.Event()
+        self.real_idle.set()
+        self.stream_listeners: list[Callable[[UpstreamStream, bool], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -358,8 +363,8 @@ class H2Session(H2Endpoint):
 
     def _fail_all(self, error: UpstreamError) -> None:
         for stream in list(self.streams.values()):
+            self._drop(stream.stream_id)
             stream._set_error(error)
-        self.streams.clear()
         self._fail_slot_waiters(SessionClosed(str(error), unprocessed=False))
         self._fail_window_waiters(None)
 
@@ -400,7 +405,7 @@ class H2Session(H2Endpoint):
             if stream is not None:
                 self._on_remote_end(stream)
         elif isinstance(event, ev.StreamReset):
-            stream = self.streams.pop(event.stream_id, None)
+            stream = self._drop(event.stream_id)
             if stream is not None:
                 refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
                 name = _error_name(event.error_code)
@@ -418,13 +423,30 @@ class H2Session(H2Endpoint):
         # InformationalResponseReceived (1xx), SettingsAcknowledged, PingReceived (h2 answers
         # it itself), PriorityUpdated: nothing to do.
 
+    def _drop(self, stream_id: int) -> UpstreamStream | None:
+        """Forget a stream; the one place streams leave, so listeners see every end."""
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self._notify(stream, opened=False)
+        return stream
+
+    def _notify(self, stream: UpstreamStream, *, opened: bool) -> None:
+        if stream.kind is TrafficKind.REAL:
+            self.real_active += 1 if opened else -1
+            if self.real_active == 0:
+                self.real_idle.set()
+            else:
+                self.real_idle.clear()
+        for listener in self.stream_listeners:
+            listener(stream, opened)
+
     def _on_remote_end(self, stream: UpstreamStream) -> None:
         stream._end()
         if stream.local_closed:
             self._forget(stream)
 
     def _forget(self, stream: UpstreamStream) -> None:
-        self.streams.pop(stream.stream_id, None)
+        self._drop(stream.stream_id)
         self._fail_window_waiters(stream.stream_id)
         self._wake_slot_waiters()
         self._maybe_finish_drain()
@@ -441,7 +463,7 @@ class H2Session(H2Endpoint):
         for sid, stream in list(self.streams.items()):
             if sid > last:
                 # Streams above last_stream_id were never processed: safe to retry anywhere.
-                self.streams.pop(sid)
+                self._drop(sid)
                 stream._set_error(
                     UpstreamError(
                         f"stream {sid} refused by GOAWAY (last_stream_id={last})", unprocessed=True
@@ -478,10 +500,11 @@ class H2Session(H2Endpoint):
         stream_id = self.conn.get_next_available_stream_id()
         stream = UpstreamStream(self, stream_id, kind)
         self.streams[stream_id] = stream
+        self._notify(stream, opened=True)
         try:
             self.conn.send_headers(stream_id, pseudo + headers, end_stream=end_stream)
         except (h2.exceptions.ProtocolError, ValueError) as exc:
-            self.streams.pop(stream_id, None)
+            self._drop(stream_id)
             raise UpstreamError(f"cannot send request headers: {exc}") from exc
         if end_stream:
             stream.local_closed = True
@@ -556,7 +579,7 @@ class H2Session(H2Endpoint):
             self._forget(stream)
 
     def _reset(self, stream: UpstreamStream, error_code: int) -> None:
-        if self.streams.pop(stream.stream_id, None) is None:
+        if self._drop(stream.stream_id) is None:
             return
         stream._set_error(UpstreamError(f"stream cancelled ({_error_name(error_code)})"))
         with contextlib.suppress(h2.exceptions.StreamClosedError):
