@@ -8,7 +8,7 @@ APT_STAMP := $(VENV)/.apt-tools
 # Third-party peers the tests talk to: nginx (upstream), curl and h2load (clients), ss (socket census).
 APT_TOOLS := nginx-light nghttp2-client curl iproute2
 
-.PHONY: run test lint typecheck unit bench-loopback clean apt-tools
+.PHONY: run test lint typecheck unit bench bench-loopback bench-testbed clean apt-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ test: $(DEV_STAMP) apt-tools lint typecheck
 
 bench-loopback: $(DEV_STAMP) apt-tools
 	$(BIN)/python bench/loopback.py
+
+# The warm-up benchmark on the emulated WAN (root: namespaces, TUN). Writes
+# bench/results/warmup/{results.json,cwnd.png,ttlb.png}.
+bench: $(DEV_STAMP) apt-tools
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/cwnd-proxy bench
+
+bench-testbed: $(DEV_STAMP) apt-tools
+	$(BIN)/python bench/testbed_check.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     tb_down = tb_sub.add_parser("down", help="remove a testbed (all when no name is given)")
     tb_down.add_argument("name", nargs="?")
 
+    sub.add_parser(
+        "bench",
+        help="the warm-up benchmark on the emulated WAN (needs root); see bench --help",
+        add_help=False,
+    )
+
     check = sub.add_parser(
         "check-config",
         help="validate a config file and print the effective configuration",
@@ -241,6 +247,11 @@ def _loop_runner(name: str) -> Callable[[Coroutine[Any, Any, int]], int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["bench"]:
+        from cwndproxy.bench.warmup import main as bench_main
+
+        return bench_main(raw[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

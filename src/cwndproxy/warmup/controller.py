@@ -265,6 +265,8 @@ class WarmupController:
         finally:
             for task in tasks:
                 task.cancel()
+            # Collect what the cancelled bursts raised (a cancelled stream, usually).
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _one_burst(self, size: int) -> int:
         sent = 0
@@ -332,6 +334,9 @@ class WarmupController:
             self._check_burst(task)
         finally:
             self.bursting = False
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _serve(self) -> None:
         while self.session.real_active and not self.session.unusable.is_set():
