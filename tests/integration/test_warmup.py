@@ -1,0 +1,195 @@
+"""Warm-up workers and controller against the demo origin on loopback (real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from cwndproxy.metrics import TrafficKind
+from cwndproxy.origin import DemoOrigin
+from cwndproxy.upstream.dial import UpstreamTarget, dial
+from cwndproxy.upstream.session import H2Session
+from cwndproxy.warmup.controller import WarmupController, WarmupSettings
+from cwndproxy.warmup.policy import WarmState
+from cwndproxy.warmup.workers import DownloadWorker, UploadWorker, WarmupRejected
+from tests.conftest import ProxyFactory, proxy_config
+
+
+async def session_to(origin: DemoOrigin) -> H2Session:
+    s = await dial(UpstreamTarget("127.0.0.1", origin.port, tls=False), rtt_probe_interval=0)
+    await s.ping()  # the server's SETTINGS arrive before the PING ACK
+    return s
+
+
+@pytest.fixture
+async def session(origin: DemoOrigin) -> AsyncIterator[H2Session]:
+    s = await session_to(origin)
+    yield s
+    await s.aclose()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - polling observed state
+            await asyncio.sleep(0.02)
+
+
+def settings(**kw: object) -> WarmupSettings:
+    base: dict[str, object] = {
+        "strategy": "burst",
+        "direction": "download",
+        "target_bps": 20e6,
+        "dwell": 0.5,
+        "download_path": "/cwnd/blob?size=100000000",
+        "upload_path": "/cwnd/sink",
+        "backoff_min": 0.05,
+        "backoff_max": 0.2,
+    }
+    base.update(kw)
+    return WarmupSettings(**base)  # type: ignore[arg-type]
+
+
+async def test_download_worker_uses_range(session: H2Session) -> None:
+    worker = DownloadWorker(session, "/cwnd/blob?size=1000000", {})
+    assert await worker.fetch(100_000) == 100_000
+    assert worker.range_honoured is True and worker.cancelled == 0
+    assert session.counters.dummy_rx == 100_000 and session.counters.real_rx == 0
+
+
+async def test_download_worker_cancels_when_range_is_ignored() -> None:
+    async with DemoOrigin("127.0.0.1", 0, supports_range=False) as origin:
+        s = await session_to(origin)
+        worker = DownloadWorker(s, "/cwnd/blob?size=50000000", {})
+        got = await worker.fetch(200_000)
+        assert 200_000 <= got < 50_000_000
+        assert worker.range_honoured is False and worker.cancelled == 1
+        await wait_for(lambda: not any(p.requests for p in origin.protocols))
+        assert origin.stats.bytes_sent < 50_000_000
+        await s.aclose()
+
+
+async def test_download_worker_rejects_a_missing_path(session: H2Session) -> None:
+    with pytest.raises(WarmupRejected, match="404"):
+        await DownloadWorker(session, "/nope", {}).fetch(1000)
+
+
+async def test_upload_worker_restarts_after_early_termination(session: H2Session) -> None:
+    worker = UploadWorker(session, "/reset", "POST", {}, retry=True)
+    for _ in range(3):
+        # The reset may hit mid-send; the next send reopens the upload.
+        with contextlib.suppress(Exception):
+            await worker.send(10_000)
+        await asyncio.sleep(0.05)
+    assert worker.restarts >= 1
+    no_retry = UploadWorker(session, "/reset", "POST", {}, retry=False)
+    with pytest.raises(Exception):  # noqa: B017 - reset or rejection, both end it
+        for _ in range(3):
+            await no_retry.send(10_000)
+            await asyncio.sleep(0.05)
+    worker.close()
+
+
+async def test_upload_worker_keeps_one_long_lived_stream(origin: DemoOrigin) -> None:
+    s = await session_to(origin)
+    worker = UploadWorker(s, "/cwnd/sink", "PUT", {"x-token": "t"}, retry=True)
+    for _ in range(5):
+        assert await worker.send(64 * 1024) == 64 * 1024
+    await wait_for(lambda: origin.stats.bytes_received == 5 * 64 * 1024)
+    assert worker.restarts == 0 and origin.stats.requests == 1
+    assert s.counters.dummy_tx == 5 * 64 * 1024
+    worker.close()
+    await s.aclose()
+
+
+async def test_controller_ramps_then_holds_with_bursts(session: H2Session) -> None:
+    ctl = WarmupController(session, settings())
+    ctl.start()
+    await wait_for(lambda: ctl.state is WarmState.HOLDING)
+    assert ctl.plan is not None
+    bursts = ctl.bursts
+    await wait_for(lambda: ctl.bursts >= bursts + 2, timeout=5)
+    assert [s for _, s in ctl.history][:3] == [
+        WarmState.CONNECTING,
+        WarmState.RAMPING,
+        WarmState.HOLDING,
+    ]
+    await ctl.stop()
+
+
+async def test_throttling_backs_off_and_shows_as_a_state(session: H2Session) -> None:
+    ctl = WarmupController(session, settings(download_path="/status/429"))
+    ctl.start()
+    await wait_for(lambda: ctl.throttled >= 2)
+    assert WarmState.BACKOFF in [s for _, s in ctl.history]
+    assert "429" in (ctl.last_error or "")
+    await ctl.stop()
+
+
+async def test_a_404_warm_up_path_fails_warm_up_but_not_the_session(
+    session: H2Session,
+) -> None:
+    ctl = WarmupController(session, settings(download_path="/nope"))
+    ctl.start()
+    await wait_for(lambda: ctl.state is WarmState.FAILED)
+    assert "404" in (ctl.last_error or "")
+    assert session.is_usable
+    await ctl.stop()
+
+
+async def test_no_dummy_traffic_under_max_concurrent_streams_1(
+    make_proxy: ProxyFactory,
+) -> None:
+    async with DemoOrigin("127.0.0.1", 0, max_concurrent_streams=1) as origin:
+        config = proxy_config(origin.port, pool_size=1)
+        config.pool.strategy = "burst"
+        config.pool.warm_up_download_path = "/cwnd/blob?size=10000000"
+        config.pool.per_connection_dwell_ms = 300
+        async with make_proxy(config) as proxy:
+            await asyncio.sleep(1.0)
+            slot = proxy.pool.slots[0]
+            assert slot.session is not None and slot.session.peer_max_concurrent_streams == 1
+            assert slot.counters.dummy_rx == 0, "dummy must never take the last stream slot"
+            reader, writer = await asyncio.open_connection("127.0.0.1", config.server.port)
+            writer.write(b"GET /cwnd/blob?size=1000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            writer.close()
+
+
+async def test_real_traffic_pauses_dummy_traffic_and_it_resumes(
+    make_proxy: ProxyFactory, origin: DemoOrigin
+) -> None:
+    config = proxy_config(origin.port, pool_size=1)
+    config.pool.strategy = "burst"
+    config.pool.bandwidth_mbps = 50
+    config.pool.warm_up_download_path = "/cwnd/blob?size=100000000"
+    config.pool.per_connection_dwell_ms = 300
+    config.pool.warm_up_interval_ms = 50
+    async with make_proxy(config) as proxy:
+        slot = proxy.pool.slots[0]
+        await wait_for(
+            lambda: slot.controller is not None and slot.controller.state is WarmState.HOLDING
+        )
+        session = slot.session
+        assert session is not None
+        ctl = slot.controller
+        # A slow client: the real stream stays active for a while.
+        reader, writer = await asyncio.open_connection("127.0.0.1", config.server.port)
+        writer.write(b"GET /cwnd/blob?size=300000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readexactly(1024 * 1024)
+        await wait_for(lambda: session.real_active == 1)
+        assert ctl.state is WarmState.SERVING
+        # Dummy streams in flight were cancelled; give stragglers a moment to land.
+        await asyncio.sleep(0.2)
+        during = session.counters.dummy_rx
+        for _ in range(10):
+            await reader.readexactly(1024 * 1024)
+            await asyncio.sleep(0.05)
+        assert session.counters.dummy_rx == during, "no dummy data while real traffic flows"
+        assert session.active_streams_of(TrafficKind.DUMMY) == 0
+        writer.close()
+        await wait_for(lambda: session.real_active == 0)
+        await wait_for(lambda: ctl.state is WarmState.HOLDING)
+        await wait_for(lambda: session.counters.dummy_rx > during)
