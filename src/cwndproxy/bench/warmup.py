@@ -111,6 +111,27 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _wait_warm(log: Path, strategy: str, timeout: float = 30.0) -> None:
+    """Wait until every session reports HOLDING in the proxy's log (or a fixed time for
+    `off`, which has no warm-up states)."""
+    if strategy == "off":
+        time.sleep(3.0)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        holding = {
+            line.split("session ")[1].split(":")[0]
+            for line in text.splitlines()
+            if "-> holding" in line
+        }
+        if len(holding) >= POOL:
+            time.sleep(1.0)
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"sessions did not reach HOLDING within {timeout:.0f}s (see {log})")
+
+
 def _acked(samples: list[KernelSample]) -> dict[str, int]:
     latest: dict[str, int] = {}
     for s in samples:
@@ -146,7 +167,7 @@ def download_arm(strategy: str, runs: int, out: Path, rng: random.Random) -> Arm
             out / f"proxy-{strategy}.log",
         )
         try:
-            time.sleep(8.0)  # connect and ramp (dwell 2 s)
+            _wait_warm(out / f"proxy-{strategy}.log", strategy)
             # A quiet period: what the origin sends now is dummy traffic only.
             before = _acked(observer.samples)
             t0 = time.monotonic()
@@ -222,7 +243,7 @@ def upload_arm(strategy: str, runs: int, out: Path) -> Arm:
         payload = out / "upload.bin"
         payload.write_bytes(bytes(SIZE))
         try:
-            time.sleep(8.0)
+            _wait_warm(out / f"proxy-upload-{strategy}.log", strategy)
             for _ in range(runs):
                 time.sleep(3.0)
                 arm.ttlb.append(

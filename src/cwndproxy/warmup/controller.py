@@ -22,6 +22,7 @@ from cwndproxy.pool import backoff_delay
 from cwndproxy.upstream.session import H2Session, SessionState, UpstreamError, UpstreamStream
 from cwndproxy.warmup.pacing import TokenBucket
 from cwndproxy.warmup.policy import (
+    RAMP_MAX_DWELLS,
     TRANSITIONS,
     BurstPlan,
     RateSample,
@@ -248,7 +249,7 @@ class WarmupController:
                         self.path_limited_bps = sum(recent) / max(len(recent), 1)
                     self.fire(verdict)
                     return
-                if self._clock() - started > 60:
+                if self._clock() - started > max(5.0, RAMP_MAX_DWELLS * self.settings.dwell):
                     self.path_limited_bps = self.rates[-1].bps if self.rates else 0.0
                     self.fire(WarmEvent.PLATEAU)
                     return

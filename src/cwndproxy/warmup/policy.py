@@ -125,12 +125,20 @@ class RateSample:
     bps: float
 
 
+# Reaching this share of the target counts as reached: with a pool that fills the path,
+# each connection's fair share minus TLS/HTTP/2 framing is a few percent below 1/pool.
+RAMP_REACH = 0.85
+# Ramping ends (as a plateau) after this many dwell periods at most; noisy rate samples
+# can otherwise hide a plateau for a long time.
+RAMP_MAX_DWELLS = 4
+
+
 def ramp_verdict(
     samples: Sequence[RateSample],
     target_bps: float,
     dwell: float,
     *,
-    reach: float = 0.9,
+    reach: float = RAMP_REACH,
     growth: float = 0.05,
 ) -> WarmEvent | None:
     """TARGET_REACHED when every sample of the last ``dwell`` seconds is at least
