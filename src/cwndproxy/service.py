@@ -91,9 +91,16 @@ class ProxyService:
             headers=dict(p.warm_up_headers),
         )
 
+    def _pool_busy(self) -> bool:
+        return any(s.session is not None and s.session.real_active for s in self.pool.slots)
+
     def _attach_warmup(self, slot: PoolSlot, session: H2Session) -> None:
         controller = WarmupController(
-            session, self.warmup_settings(), index=slot.index, pool_size=len(self.pool.slots)
+            session,
+            self.warmup_settings(),
+            index=slot.index,
+            pool_size=len(self.pool.slots),
+            pool_busy=self._pool_busy,
         )
         slot.controller = controller
         controller.start()

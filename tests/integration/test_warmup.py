@@ -193,3 +193,20 @@ async def test_real_traffic_pauses_dummy_traffic_and_it_resumes(
         await wait_for(lambda: session.real_active == 0)
         await wait_for(lambda: ctl.state is WarmState.HOLDING)
         await wait_for(lambda: session.counters.dummy_rx > during)
+
+
+async def test_real_traffic_elsewhere_in_the_pool_shrinks_bursts_to_keepalives(
+    session: H2Session,
+) -> None:
+    busy = False
+    ctl = WarmupController(session, settings(interval_ms=50), pool_busy=lambda: busy)
+    ctl.start()
+    await wait_for(lambda: ctl.state is WarmState.HOLDING)
+    await wait_for(lambda: ctl.bursts >= 2)
+    assert ctl.keepalive_bursts == 0
+    busy = True
+    before = session.counters.dummy_rx
+    await wait_for(lambda: ctl.keepalive_bursts >= 3)
+    per_burst = (session.counters.dummy_rx - before) / max(ctl.keepalive_bursts, 1)
+    assert per_burst <= 2 * 16 * 1024
+    await ctl.stop()

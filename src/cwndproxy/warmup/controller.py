@@ -45,6 +45,10 @@ from cwndproxy.warmup.workers import (
 log = logging.getLogger(__name__)
 
 SAMPLE_PERIOD = 0.1
+# While a real transfer runs on *another* session of the pool, a holding session sends only
+# this much: enough that its server is never idle for an RTO (no restart from the initial
+# window), too little to compete with the real transfer for the shared bottleneck.
+KEEPALIVE_BURST = 16 * 1024
 
 
 @dataclass
@@ -74,9 +78,13 @@ class WarmupController:
         index: int = 0,
         pool_size: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        pool_busy: Callable[[], bool] | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
+        # True while any session of the pool carries real traffic.
+        self._pool_busy = pool_busy or (lambda: False)
+        self.keepalive_bursts = 0
         self.index = index
         self.pool_size = pool_size
         self._clock = clock
@@ -327,8 +335,12 @@ class WarmupController:
             with contextlib.suppress(UpstreamError, TimeoutError):
                 await self.session.ping(timeout=interval * 4)
             return
+        size = self.plan.size_bytes
+        if self._pool_busy():
+            size = min(size, KEEPALIVE_BURST)
+            self.keepalive_bursts += 1
         self.bursting = True
-        task = asyncio.get_running_loop().create_task(self._one_burst(self.plan.size_bytes))
+        task = asyncio.get_running_loop().create_task(self._one_burst(size))
         try:
             await asyncio.wait({task})
             self.bursts += 1
