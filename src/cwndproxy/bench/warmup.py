@@ -139,8 +139,14 @@ def _acked(samples: list[KernelSample]) -> dict[str, int]:
     return latest
 
 
-def _cwnd_rows(samples: list[KernelSample]) -> list[tuple[float, str, int]]:
-    return [(round(s.at, 3), s.peer, s.cwnd) for s in samples if s.cwnd is not None]
+def _cwnd_rows(samples: list[KernelSample], by_local: bool = False) -> list[tuple[float, str, int]]:
+    """(t, connection, cwnd). Origin-side sockets differ by peer; the proxy's own sockets
+    (upload) all have the origin as peer and differ by local address."""
+    return [
+        (round(s.at, 3), s.local if by_local else s.peer, s.cwnd)
+        for s in samples
+        if s.cwnd is not None
+    ]
 
 
 def download_arm(strategy: str, runs: int, out: Path, rng: random.Random) -> Arm:
@@ -258,7 +264,7 @@ def upload_arm(strategy: str, runs: int, out: Path) -> Arm:
                 )
         finally:
             _stop(proxy)
-            arm.cwnd = _cwnd_rows(observer.stop())
+            arm.cwnd = _cwnd_rows(observer.stop(), by_local=True)
     return arm
 
 
