@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 APT_STAMP := $(VENV)/.apt-tools
 # Third-party peers the tests talk to: nginx (upstream), curl and h2load (clients), ss (socket census).
-APT_TOOLS := nginx-light nghttp2-client curl iproute2
+APT_TOOLS := nginx-light nghttp2-client curl iproute2 tmux openssl
 
 .PHONY: run test lint typecheck unit bench bench-loopback bench-testbed clean apt-tools
 
@@ -24,7 +24,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 
 # Installs the Debian tools only when one is missing; needs root (CI runs as root).
 apt-tools: | $(BIN)/python
-	@if ! command -v nginx >/dev/null || ! command -v h2load >/dev/null || ! command -v curl >/dev/null || ! command -v ss >/dev/null; then \
+	@if ! command -v nginx >/dev/null || ! command -v h2load >/dev/null || ! command -v curl >/dev/null || ! command -v ss >/dev/null || ! command -v tmux >/dev/null || ! command -v openssl >/dev/null; then \
 		echo "installing Debian tools: $(APT_TOOLS)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
 	fi

@@ -87,6 +87,11 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         help="send the client's Host as :authority instead of the upstream's name",
     )
     g.add_argument("--no-tui", action="store_true", help="log lines instead of the dashboard")
+    g.add_argument(
+        "--admin",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)",
+    )
     g.add_argument("--log-format", choices=LOG_FORMATS, help="headless log format")
     g.add_argument(
         "--loop",
@@ -208,6 +213,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("insecure", t, "tls_insecure_skip_verify"),
         ("preserve_host", s, "preserve_host"),
         ("log_format", u, "log_format"),
+        ("admin", s, "admin"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -288,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
-    from cwndproxy.service import ProxyService, log_status, wait_for_signal
+    from cwndproxy.dashboard import run_headless, run_tui
+    from cwndproxy.service import ProxyService, wait_for_signal
 
     if config.target.tls_insecure_skip_verify:
         log.warning(
@@ -317,10 +324,25 @@ async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
     )
     if banner:
         print(banner, flush=True)
-    status = asyncio.get_running_loop().create_task(log_status(service, 5.0))
+    if service.admin is not None:
+        log.info("admin: http://%s:%d/metrics and /healthz", service.admin.host, service.admin.port)
+    if config.ui.tui and sys.stdout.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        console = Console()
+        # Log records go through the live display's console, above the dashboard.
+        root = logging.getLogger()
+        root.handlers = [RichHandler(console=console, show_path=False)]
+        view = run_tui(service, service.monitor, console)
+    else:
+        view = run_headless(service, service.monitor, config.ui.log_format)
+    status = asyncio.get_running_loop().create_task(view)
     name = await wait_for_signal()
     log.info("%s received: shutting down (grace %d ms)", name, config.server.shutdown_grace_ms)
     status.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await status  # the live display restores the terminal on the way out
     await service.stop()
     log.info("stopped")
     return 0

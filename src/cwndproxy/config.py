@@ -86,6 +86,8 @@ class ServerConfig:
     # Send the client's Host as :authority instead of the upstream's own name.
     preserve_host: bool = False
     shutdown_grace_ms: int = 10000
+    # Prometheus /metrics and /healthz, e.g. "127.0.0.1:9464"; unset = off.
+    admin: str | None = None
 
 
 @dataclass
@@ -308,6 +310,8 @@ def validate(config: Config) -> Config:
     for key in ("read_timeout_ms", "write_timeout_ms", "idle_timeout_ms"):
         _positive(f"server.{key}", getattr(s, key))
     _positive("server.shutdown_grace_ms", s.shutdown_grace_ms, zero_ok=True)
+    if s.admin is not None:
+        parse_host_port(s.admin, "server.admin")
     _one_of("ui.log_format", u.log_format, LOG_FORMATS)
     return config
 

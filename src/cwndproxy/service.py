@@ -9,7 +9,9 @@ import signal
 import time
 
 from cwndproxy import perf
-from cwndproxy.config import Config
+from cwndproxy.config import Config, parse_host_port
+from cwndproxy.exporter import AdminServer
+from cwndproxy.monitor import Monitor
 from cwndproxy.pool import Pool, PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
 from cwndproxy.proxy.server import InboundServer
@@ -71,6 +73,11 @@ class ProxyService:
             stream_window=p.stream_window_bytes,
         )
         self.started_at = time.monotonic()
+        self.monitor = Monitor(self.pool)
+        self.admin: AdminServer | None = None
+        if s.admin:
+            host, port = parse_host_port(s.admin, "server.admin")
+            self.admin = AdminServer(self, self.monitor, host, port)
         if p.strategy != "off":
             self.pool.listeners.append(self._attach_warmup)
 
@@ -107,6 +114,9 @@ class ProxyService:
 
     async def start(self, wait_ready: float = 0.0) -> None:
         self.pool.start()
+        self.monitor.start()
+        if self.admin is not None:
+            await self.admin.start()
         if wait_ready > 0:
             await self.pool.wait_settled(wait_ready)
         await self.server.start()
@@ -117,6 +127,9 @@ class ProxyService:
         grace = self.config.server.shutdown_grace_ms / 1000
         deadline = time.monotonic() + grace
         stop_server = asyncio.get_running_loop().create_task(self.server.stop())
+        self.monitor.stop()
+        if self.admin is not None:
+            await self.admin.stop()
         await asyncio.gather(
             *(s.controller.stop() for s in self.pool.slots if s.controller is not None)
         )
@@ -128,30 +141,6 @@ class ProxyService:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(max(1.0, deadline - time.monotonic())):
                 await stop_server
-
-    def status_line(self) -> str:
-        totals = self.pool.totals()
-        states = " ".join(_slot_summary(slot) for slot in self.pool.slots)
-        return (
-            f"sessions {self.pool.ready_count}/{len(self.pool.slots)} ready [{states}] "
-            f"real tx {_mib(totals.real_tx)} rx {_mib(totals.real_rx)} "
-            f"dummy tx {_mib(totals.dummy_tx)} rx {_mib(totals.dummy_rx)} "
-            f"requests {totals.requests} errors {totals.errors} retries {totals.retries}"
-        )
-
-
-def _slot_summary(slot: PoolSlot) -> str:
-    state = slot.state.value
-    if slot.controller is not None and slot.state.value == "ready":
-        state = slot.controller.state.value
-        if slot.controller.path_limited_bps:
-            state += f"(path-limited at {slot.controller.path_limited_bps / 1e6:.1f}Mbit/s)"
-    rtt = slot.session.rtt if slot.session is not None else None
-    return f"{slot.index}:{state}" + (f"/{rtt * 1000:.1f}ms" if rtt else "")
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f}MiB"
 
 
 async def wait_for_signal() -> str:
@@ -170,9 +159,3 @@ async def wait_for_signal() -> str:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-
-
-async def log_status(service: ProxyService, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        log.info("%s", service.status_line())

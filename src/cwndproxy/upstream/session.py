@@ -12,7 +12,6 @@ import collections
 import contextlib
 import enum
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import h2.exceptions
 
 from cwndproxy.h2endpoint import FlowControlAborted, H2Endpoint
 from cwndproxy.metrics import TrafficCounters, TrafficKind
+from cwndproxy.upstream.tcpinfo import SocketLike
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -255,11 +255,12 @@ class H2Session(H2Endpoint):
             self._ping_task = asyncio.get_running_loop().create_task(self._probe_rtt())
 
     @property
-    def socket(self) -> socket.socket | None:
-        if self.transport is None:
+    def socket(self) -> SocketLike | None:
+        """The TCP socket (asyncio hands out a TransportSocket wrapper), for TCP_INFO."""
+        if self.transport is None or self.is_connection_lost:
             return None
         sock = self.transport.get_extra_info("socket")
-        return sock if isinstance(sock, socket.socket) else None
+        return sock if hasattr(sock, "getsockopt") else None
 
     @property
     def is_usable(self) -> bool:

@@ -13,8 +13,16 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 TCP_INFO_LEN = 512
+
+
+class SocketLike(Protocol):
+    """A socket.socket or asyncio's TransportSocket wrapper."""
+
+    def getsockopt(self, level: int, option: int, buflen: int) -> bytes: ...
+
 
 # name: (offset, struct format)
 _FIELDS: dict[str, tuple[int, str]] = {
@@ -88,7 +96,7 @@ def parse_tcp_info(raw: bytes) -> TcpInfo:
     return TcpInfo(**values)  # type: ignore[arg-type]
 
 
-def read_tcp_info(sock: socket.socket) -> TcpInfo:
+def read_tcp_info(sock: SocketLike) -> TcpInfo:
     """Raises OSError if the socket is closed or not TCP."""
     raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
     return parse_tcp_info(raw)

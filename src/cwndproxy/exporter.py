@@ -1,0 +1,168 @@
+"""The admin endpoint: Prometheus ``/metrics`` and ``/healthz`` on 127.0.0.1 by default.
+
+A tiny HTTP/1.1 server on the proxy's own loop (a scrape is one small request), with a
+custom prometheus-client collector that reads the pool at scrape time: no background
+copying, no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from cwndproxy.monitor import Monitor
+    from cwndproxy.service import ProxyService
+
+STATES = (
+    "connecting",
+    "ready",
+    "backoff",
+    "stopped",
+    "ramping",
+    "holding",
+    "serving",
+    "draining",
+    "failed",
+)
+
+
+class PoolCollector(Collector):
+    def __init__(self, service: ProxyService, monitor: Monitor) -> None:
+        self.service = service
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        pool = self.service.pool
+        bytes_total = CounterMetricFamily(
+            "cwnd_proxy_bytes",
+            "DATA payload bytes per session, kind and direction",
+            labels=["session", "kind", "direction"],
+        )
+        requests = CounterMetricFamily(
+            "cwnd_proxy_requests", "Real requests per session", labels=["session"]
+        )
+        errors = CounterMetricFamily(
+            "cwnd_proxy_errors", "Failed real requests", labels=["session"]
+        )
+        retries = CounterMetricFamily(
+            "cwnd_proxy_retries", "Retried real requests", labels=["session"]
+        )
+        reconnects = CounterMetricFamily(
+            "cwnd_proxy_reconnects", "Upstream reconnects", labels=["session"]
+        )
+        state = GaugeMetricFamily(
+            "cwnd_proxy_session_state",
+            "1 for the state the session is in",
+            labels=["session", "state"],
+        )
+        rtt = GaugeMetricFamily(
+            "cwnd_proxy_rtt_seconds", "HTTP/2 PING round-trip time", labels=["session"]
+        )
+        rate = GaugeMetricFamily(
+            "cwnd_proxy_rate_bits_per_second",
+            "Rate over the last 10 s",
+            labels=["session", "direction"],
+        )
+        streams = GaugeMetricFamily("cwnd_proxy_active_streams", "Open streams", labels=["session"])
+        for slot, window in zip(pool.slots, self.monitor.slots, strict=True):
+            sid = str(slot.index)
+            c = slot.counters
+            for kind, tx, rx in (("real", c.real_tx, c.real_rx), ("dummy", c.dummy_tx, c.dummy_rx)):
+                bytes_total.add_metric([sid, kind, "tx"], tx)
+                bytes_total.add_metric([sid, kind, "rx"], rx)
+            requests.add_metric([sid], c.requests)
+            errors.add_metric([sid], c.errors)
+            retries.add_metric([sid], c.retries)
+            reconnects.add_metric([sid], slot.reconnects)
+            current = slot.state.value
+            if slot.controller is not None and current == "ready":
+                current = slot.controller.state.value
+            for name in STATES:
+                state.add_metric([sid, name], 1.0 if name == current else 0.0)
+            session = slot.session
+            if session is not None and session.rtt is not None:
+                rtt.add_metric([sid], session.rtt)
+            real_tx, real_rx, dummy_tx, dummy_rx = window.rate()
+            rate.add_metric([sid, "tx"], (real_tx + dummy_tx) * 8)
+            rate.add_metric([sid, "rx"], (real_rx + dummy_rx) * 8)
+            streams.add_metric([sid], session.active_streams if session is not None else 0)
+        ready = GaugeMetricFamily("cwnd_proxy_sessions_ready", "Sessions ready for requests")
+        ready.add_metric([], pool.ready_count)
+        yield from (
+            bytes_total,
+            requests,
+            errors,
+            retries,
+            reconnects,
+            state,
+            rtt,
+            rate,
+            streams,
+            ready,
+        )
+
+
+class AdminServer:
+    def __init__(self, service: ProxyService, monitor: Monitor, host: str, port: int) -> None:
+        self.service = service
+        self.host = host
+        self.port = port
+        self.registry = CollectorRegistry()
+        self.registry.register(PoolCollector(service, monitor))
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def healthz(self) -> tuple[int, bytes]:
+        ready = self.service.pool.ready_count
+        body = json.dumps(
+            {
+                "ready_sessions": ready,
+                "pool_size": len(self.service.pool.slots),
+                "upstream": self.service.config.upstream_url,
+            }
+        ).encode()
+        return (200 if ready > 0 else 503), body
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                request = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+            parts = request.decode("latin-1").split()
+            path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+            if path == "/metrics":
+                status, ctype, body = (
+                    200,
+                    "text/plain; version=0.0.4",
+                    generate_latest(self.registry),
+                )
+            elif path == "/healthz":
+                status, body = self.healthz()
+                ctype = "application/json"
+            else:
+                status, ctype, body = 404, "text/plain", b"not found: try /metrics or /healthz\n"
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+            writer.write(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        writer.close()
