@@ -76,12 +76,12 @@ async def test_metrics_parse_and_healthz_follows_the_upstream(make_proxy: ProxyF
         origin.close_connections()
         await origin.stop()
         async with asyncio.timeout(10):
-            while (await get(f"{base}/healthz"))[0] != 503:
+            while (await get(f"{base}/healthz"))[0] != 503:  # noqa: ASYNC110 - polls HTTP
                 await asyncio.sleep(0.1)
         origin = DemoOrigin("127.0.0.1", port)
         await origin.start()
         async with asyncio.timeout(15):
-            while (await get(f"{base}/healthz"))[0] != 200:
+            while (await get(f"{base}/healthz"))[0] != 200:  # noqa: ASYNC110 - polls HTTP
                 await asyncio.sleep(0.1)
     await origin.stop()
 
