@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -79,26 +80,31 @@ class Arm:
 
 
 @contextlib.contextmanager
-def proxy_process(args: list[str]) -> Iterator[int]:
+def proxy_process(args: list[str], *, dashboard: bool = False) -> Iterator[int]:
+    """A proxy process (a plain pool: warm-up traffic would only add noise on loopback); with
+    ``dashboard`` it runs on a pseudo-terminal (util-linux ``script``) so the live dashboard
+    renders every 500 ms, as for a person watching it."""
     port = free_port()
     extra = os.environ.get("CWND_BENCH_PROXY_ARGS", "").split()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cwndproxy",
-            "run",
-            "--no-tui",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--pool-size",
-            "2",
-            *args,
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [
+        sys.executable,
+        "-m",
+        "cwndproxy",
+        "run",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--pool-size",
+        "2",
+        "--strategy",
+        "off",
+        *args,
+        *extra,
+    ]
+    if dashboard:
+        argv = ["script", "-qfec", shlex.join(argv), "/dev/null"]
+    else:
+        argv.append("--no-tui")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port, proc)
         yield port
@@ -145,6 +151,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--chunks", default="8k,1m", help="nginx http2_chunk_size values")
     parser.add_argument("--loops", default="asyncio,uvloop", help="proxy event loops")
+    parser.add_argument(
+        "--dashboard-arm",
+        action="store_true",
+        help="add an h2c arm whose proxy renders the live dashboard",
+    )
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
     size = args.size_mib * MiB
@@ -230,6 +241,20 @@ def main() -> int:
                         f"TLS, nginx {chunk} frames",
                         f"https://localhost:{port}/blob.bin",
                         tls,
+                    )
+                )
+            if args.dashboard_arm:
+                port = stack.enter_context(
+                    proxy_process(
+                        ["--upstream", f"http://127.0.0.1:{nginx.h2c_port}"], dashboard=True
+                    )
+                )
+                arms.append(
+                    Arm(
+                        "proxy + dashboard",
+                        f"h2c, nginx {chunk} frames",
+                        f"http://127.0.0.1:{port}/blob.bin",
+                        h2c,
                     )
                 )
         time.sleep(1.0)  # let the pools connect

@@ -22,6 +22,16 @@ from pathlib import Path
 from cwndproxy.testbed import netns, origins
 from cwndproxy.testbed.observer import WindowObserver, ss_command
 
+MINRTT_SCRIPT = """
+import re, socket, subprocess, sys, time
+host, port, rtt = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.create_connection((host, port))
+s.sendall(b"x" * 100)
+time.sleep(rtt * 3)
+out = subprocess.run(["ss", "-tinH", "dst", host], capture_output=True, text=True).stdout
+print(re.search(r"minrtt:([0-9.]+)", out).group(1))
+"""
+
 CONNECT_SCRIPT = """
 import socket, sys, time
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -51,6 +61,21 @@ def rtt_check(rtt_ms: float, samples: int) -> dict[str, object]:
             timeout=600,
         ).stdout
         late = tb.link_stats().get("late_ms", {})
+        kernel = []
+        for _ in range(10):
+            r = tb.run(
+                "c",
+                [
+                    sys.executable,
+                    "-c",
+                    MINRTT_SCRIPT,
+                    tb.origin_addr,
+                    str(origins.H2C_PORT),
+                    str(rtt_ms / 1000),
+                ],
+                timeout=60,
+            )
+            kernel.append(float(r.stdout))
     values = [float(v) for v in out.split()]
     median = statistics.median(values)
     dev = sorted(abs(v - median) for v in values)
@@ -62,6 +87,8 @@ def rtt_check(rtt_ms: float, samples: int) -> dict[str, object]:
         "jitter_p90_ms": dev[int(0.90 * (len(dev) - 1))],
         "samples": len(values),
         "emulator_late_ms": late,
+        "kernel_minrtt_ms": statistics.median(kernel),
+        "kernel_error_pct": (statistics.median(kernel) / rtt_ms - 1) * 100,
     }
 
 
@@ -161,7 +188,8 @@ def main() -> int:
         print(
             "RTT  set {set_ms:5.0f} ms  median {median_ms:7.2f} ms  error {error_pct:+5.2f}%  "
             "jitter p90 {jitter_p90_ms:5.2f} p99 {jitter_p99_ms:5.2f} ms  (n={samples}); "
-            "emulator release lateness {emulator_late_ms}".format(**row)
+            "emulator release lateness {emulator_late_ms}; kernel minrtt {kernel_minrtt_ms:.3f} ms "
+            "({kernel_error_pct:+.2f}%)".format(**row)
         )
     report["throughput"] = [throughput_check(rate, 80) for rate in (20, 100, 200)]
     for row in report["throughput"]:  # type: ignore[attr-defined]
