@@ -218,14 +218,7 @@ class Pool:
             except DialError as exc:
                 slot.last_error = str(exc)
                 slot.dial_failed = True
-                delay = backoff_delay(
-                    slot.consecutive_failures, self._reconnect_min, self._reconnect_max
-                )
-                slot.consecutive_failures += 1
-                log.warning("session %d: %s; retrying in %.2fs", slot.index, slot.last_error, delay)
-                slot.set_state(SlotState.BACKOFF)
-                self._notify()
-                await asyncio.sleep(delay)
+                await self._back_off(slot, "retrying", logging.WARNING)
                 continue
             slot.session = session
             slot.set_state(SlotState.READY)
@@ -249,14 +242,15 @@ class Pool:
             # (e.g. the upstream accepts then closes) keeps backing off.
             if lived > 5.0:
                 slot.consecutive_failures = 0
-            delay = backoff_delay(
-                slot.consecutive_failures, self._reconnect_min, self._reconnect_max
-            )
-            slot.consecutive_failures += 1
-            log.info("session %d: %s; reconnecting in %.2fs", slot.index, slot.last_error, delay)
-            slot.set_state(SlotState.BACKOFF)
-            self._notify()
-            await asyncio.sleep(delay)
+            await self._back_off(slot, "reconnecting", logging.INFO)
+
+    async def _back_off(self, slot: PoolSlot, action: str, level: int) -> None:
+        delay = backoff_delay(slot.consecutive_failures, self._reconnect_min, self._reconnect_max)
+        slot.consecutive_failures += 1
+        log.log(level, "session %d: %s; %s in %.2fs", slot.index, slot.last_error, action, delay)
+        slot.set_state(SlotState.BACKOFF)
+        self._notify()
+        await asyncio.sleep(delay)
 
     async def _retire_when_closed(self, slot: PoolSlot, session: H2Session) -> None:
         await asyncio.shield(session.closed)

@@ -111,12 +111,7 @@ async def fetch(session: H2Session, path: str, size: int) -> Transfer:
     if response.status not in (200, 206):
         stream.cancel()
         raise ProbeError(f"GET {path} answered {response.status}; need 200 or 206")
-    got = 0
-    while got < size:
-        data = await stream.read()
-        if not data:
-            break
-        got += len(data)
+    got = await stream.read_up_to(size)
     ttlb = time.perf_counter() - start
     if got >= size and not stream.closed:
         stream.cancel()

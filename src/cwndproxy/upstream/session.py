@@ -143,6 +143,16 @@ class UpstreamStream:
         self.session._acknowledge(self.stream_id, acked)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    async def read_up_to(self, limit: int) -> int:
+        """Consume and discard the body until ``limit`` bytes or its end; the count."""
+        got = 0
+        while got < limit:
+            data = await self.read()
+            if not data:
+                break
+            got += len(data)
+        return got
+
     async def iter_body(self) -> AsyncIterator[bytes]:
         while True:
             data = await self.read()

@@ -97,12 +97,7 @@ class DownloadWorker:
             _check_status(response.status, response.headers, f"GET {self.path}")
             if self.supports_range:
                 self.range_honoured = response.status == 206
-            got = 0
-            while got < size:
-                data = await stream.read()
-                if not data:
-                    break
-                got += len(data)
+            got = await stream.read_up_to(size)
             if not stream.closed:
                 # The server ignored Range (or sent more): stop it. Data already in its
                 # socket still arrives and is discarded; h2 returns the window.
