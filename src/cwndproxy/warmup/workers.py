@@ -134,6 +134,8 @@ class UploadWorker:
         self.restarts = 0
         self._watch: asyncio.Task[None] | None = None
         self.ended_reason: str | None = None
+        # Status of the response that ended the last upload early (0: none, or an error).
+        self._last_status = 0
 
     async def _open(self) -> UpstreamStream:
         _check_slot(self.session)
@@ -152,14 +154,11 @@ class UploadWorker:
             self.ended_reason = str(exc)
         else:
             self.ended_reason = f"server answered {response.status} before the body ended"
-            with contextlib.suppress(Throttled, WarmupRejected):
-                _check_status(response.status, response.headers, f"{self.method} {self.path}")
+            # Judged by the next send(): 429/503 back off, other errors stop warm-up.
             self._last_status = response.status
         if self.stream is stream:
             self.stream = None
         stream.cancel()
-
-    _last_status: int = 0
 
     async def send(self, size: int) -> int:
         """Send ``size`` dummy bytes on the long-lived upload, opening it if needed."""
