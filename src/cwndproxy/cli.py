@@ -81,6 +81,11 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
     g.add_argument("--inbound-tls-cert", metavar="FILE", help="serve clients over TLS (h2/h1)")
     g.add_argument("--inbound-tls-key", metavar="FILE")
     g.add_argument(
+        "--inbound-server",
+        choices=("granian", "hypercorn"),
+        help="granian (default, fast, drops response trailers) or hypercorn (trailers, gRPC)",
+    )
+    g.add_argument(
         "--preserve-host",
         action="store_true",
         default=None,
@@ -214,6 +219,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("preserve_host", s, "preserve_host"),
         ("log_format", u, "log_format"),
         ("admin", s, "admin"),
+        ("inbound_server", s, "inbound_server"),
     ):
         value = getattr(args, flag)
         if value is not None:

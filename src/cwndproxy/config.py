@@ -83,6 +83,8 @@ class ServerConfig:
     write_timeout_ms: int = 30000
     # HTTP/2 keep-alive: a client connection that does not answer a PING this long is closed.
     idle_timeout_ms: int = 60000
+    # "granian" (fast; drops response trailers) or "hypercorn" (passes trailers, for gRPC).
+    inbound_server: str = "granian"
     # Send the client's Host as :authority instead of the upstream's own name.
     preserve_host: bool = False
     shutdown_grace_ms: int = 10000
@@ -313,6 +315,7 @@ def validate(config: Config) -> Config:
     if s.admin is not None:
         parse_host_port(s.admin, "server.admin")
     _one_of("ui.log_format", u.log_format, LOG_FORMATS)
+    _one_of("server.inbound_server", s.inbound_server, ("granian", "hypercorn"))
     return config
 
 

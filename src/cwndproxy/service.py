@@ -14,7 +14,7 @@ from cwndproxy.exporter import AdminServer
 from cwndproxy.monitor import Monitor
 from cwndproxy.pool import Pool, PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
-from cwndproxy.proxy.server import InboundServer
+from cwndproxy.proxy.server import HypercornServer, InboundServer
 from cwndproxy.upstream.dial import UpstreamTarget
 from cwndproxy.upstream.session import H2Session, SessionSettings
 from cwndproxy.warmup.controller import WarmupController, WarmupSettings
@@ -61,17 +61,31 @@ class ProxyService:
                 preserve_host=s.preserve_host,
             ),
         )
-        self.server = InboundServer(
-            self.app,
-            host=s.host,
-            port=s.port,
-            tls_cert=s.tls_cert_file if s.inbound_tls else None,
-            tls_key=s.tls_key_file if s.inbound_tls else None,
-            h2c=s.inbound_h2c,
-            read_timeout_ms=s.read_timeout_ms,
-            idle_timeout_ms=s.idle_timeout_ms,
-            stream_window=p.stream_window_bytes,
-        )
+        tls_cert = s.tls_cert_file if s.inbound_tls else None
+        tls_key = s.tls_key_file if s.inbound_tls else None
+        self.server: InboundServer | HypercornServer
+        if s.inbound_server == "hypercorn":
+            self.server = HypercornServer(
+                self.app,
+                host=s.host,
+                port=s.port,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                read_timeout_ms=s.read_timeout_ms,
+                idle_timeout_ms=s.idle_timeout_ms,
+            )
+        else:
+            self.server = InboundServer(
+                self.app,
+                host=s.host,
+                port=s.port,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                h2c=s.inbound_h2c,
+                read_timeout_ms=s.read_timeout_ms,
+                idle_timeout_ms=s.idle_timeout_ms,
+                stream_window=p.stream_window_bytes,
+            )
         self.started_at = time.monotonic()
         self.monitor = Monitor(self.pool)
         self.admin: AdminServer | None = None

@@ -402,3 +402,34 @@ async def test_trailers_pass_through_where_the_server_supports_them(
         assert sent[0]["type"] == "http.response.start" and sent[0]["trailers"] is True
         assert sent[-1]["type"] == "http.response.trailers"
         assert (b"grpc-status", b"0") in sent[-1]["headers"]
+
+
+async def test_trailers_end_to_end_on_the_hypercorn_inbound_server(
+    origin: DemoOrigin, make_proxy: ProxyFactory
+) -> None:
+    """gRPC needs trailers: with --inbound-server hypercorn they cross the proxy (checked
+    with our own h2 client, which exposes trailers; granian drops them)."""
+    from cwndproxy.upstream.dial import UpstreamTarget, dial
+
+    config = proxy_config(origin.port)
+    config.server.inbound_server = "hypercorn"
+    async with make_proxy(config):
+        client = await dial(
+            UpstreamTarget("127.0.0.1", config.server.port, tls=False), rtt_probe_interval=0
+        )
+        try:
+            stream = await client.open_stream(
+                "GET", "/trailers", [(b"te", b"trailers")], end_stream=True
+            )
+            response = await stream.receive_response(timeout=10)
+            body = b"".join([chunk async for chunk in stream.iter_body()])
+            assert response.status == 200 and body == b"trailers follow\n"
+            assert stream.trailers is not None
+            assert (b"grpc-status", b"0") in stream.trailers
+            # Ordinary traffic works on hypercorn too: HTTP/1.1 with curl.
+            status, version, blob = await fetch(
+                f"http://127.0.0.1:{config.server.port}/cwnd/blob?size=100000", "--http1.1"
+            )
+            assert (status, version, blob) == (200, "1.1", blob_bytes(0, 100000))
+        finally:
+            await client.aclose()

@@ -1,11 +1,12 @@
-"""The inbound server: granian (Rust/hyper) embedded in our asyncio loop, serving the
-forwarding app over HTTP/1.1, h2c prior knowledge and TLS h2.
+"""The inbound server, serving the forwarding app over HTTP/1.1, h2c prior knowledge and
+TLS (ALPN h2 / http/1.1), embedded in our asyncio loop so the app, the pool and the warm-up
+engine share one event loop and no state crosses processes.
 
-Embedding (``granian.server.embed``) keeps the app, the pool and the warm-up engine on one
-event loop, so no state crosses processes. Granian measured 3-4x hypercorn's h2 throughput
-on these machines (DESIGN.md section 6). Granian does not implement the ASGI trailers
-extension: response trailers are dropped on this server (the app forwards them wherever a
-server announces ``http.response.trailers``).
+- ``granian`` (default): Rust/hyper, measured 3-4x hypercorn's h2 throughput on these
+  machines (DESIGN.md section 6). It does not implement the ASGI trailers extension, so
+  response trailers (gRPC status) are dropped.
+- ``hypercorn``: pure Python, slower, but implements ``http.response.trailers``: choose it
+  for gRPC and anything else that needs trailers end to end.
 """
 
 from __future__ import annotations
@@ -31,6 +32,83 @@ def _check_bindable(host: str, port: int) -> None:
         # SO_REUSEADDR like granian, so a port in TIME_WAIT is not reported as taken.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+
+
+class HypercornServer:
+    """The same interface as InboundServer, on hypercorn (trailers supported)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str,
+        port: int,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        read_timeout_ms: int = 30000,
+        idle_timeout_ms: int = 60000,
+    ) -> None:
+        from hypercorn.config import Config as HypercornConfig
+
+        self.host = host
+        self.port = port
+        self.tls = bool(tls_cert)
+        self.app = app
+        config = HypercornConfig()
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        if tls_cert and tls_key:
+            config.certfile = tls_cert
+            config.keyfile = tls_key
+        config.alpn_protocols = ["h2", "http/1.1"]
+        config.read_timeout = max(1, read_timeout_ms // 1000)
+        config.keep_alive_timeout = max(1, idle_timeout_ms // 1000)
+        config.accesslog = None
+        config.errorlog = None
+        self._config = config
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    async def start(self, ready_timeout: float = 10.0) -> None:
+        from hypercorn.asyncio import serve
+
+        _check_bindable(self.host, self.port)
+        coro = serve(self.app, self._config, shutdown_trigger=self._stop.wait)
+        self._task = asyncio.get_running_loop().create_task(coro)
+        await _wait_listening(self.host, self.port, self._task, ready_timeout, self.url)
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            await self._task
+        self._task = None
+
+
+async def _wait_listening(
+    host: str, port: int, task: asyncio.Task[Any], timeout: float, url: str
+) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if task.done():
+            task.result()  # raises the server's start-up error
+            raise OSError(f"inbound server on {host}:{port} exited at start")
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise OSError(f"inbound server did not listen on {url}") from None
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
 
 
 class InboundServer:
@@ -91,22 +169,7 @@ class InboundServer:
         """
         _check_bindable(self.host, self.port)
         self._task = asyncio.get_running_loop().create_task(self._server.serve())
-        deadline = asyncio.get_running_loop().time() + ready_timeout
-        while True:
-            if self._task.done():
-                self._task.result()  # raises the server's start-up error
-                raise OSError(f"inbound server on {self.host}:{self.port} exited at start")
-            try:
-                _, writer = await asyncio.open_connection(self.host, self.port)
-            except OSError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise OSError(f"inbound server did not listen on {self.url}") from None
-                await asyncio.sleep(0.02)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
+        await _wait_listening(self.host, self.port, self._task, ready_timeout, self.url)
 
     async def stop(self) -> None:
         """Stop accepting and let granian close its connections."""
