@@ -154,7 +154,9 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
                 note=note,
             )
         )
-        if note and ("back" in state or "failed" in state or "GOAWAY" in note):
+        if note and (
+            "back" in state or "failed" in state or "GOAWAY" in note or "path-limited" in note
+        ):
             warnings.append(f"session {slot.index}: {note}")
     totals = service.pool.totals()
     real_tx, real_rx, dummy_tx, dummy_rx = monitor.total.rate()
