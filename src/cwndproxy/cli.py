@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         "then print a curl command to try.",
     )
     _add_proxy_flags(demo, upstream=False)
+    demo.add_argument(
+        "--wan",
+        metavar="RTT,RATE",
+        help="put an emulated WAN between proxy and origin, e.g. 80ms,100mbit (root: "
+        "network namespaces); the proxy then runs in the testbed's client namespace",
+    )
 
     origin = sub.add_parser(
         "origin",
@@ -265,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(raw[1:])
     args = parser.parse_args(argv)
+    args.raw_argv = raw
     if args.command is None:
         parser.print_help()
         return 2
@@ -285,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _testbed(args)
         _setup_logging(args.verbose)
         config = config_from_args(args)
+        if args.command == "demo" and args.wan:
+            return _run_demo_wan(args)
         runner = _loop_runner(args.loop)
         if args.command == "run":
             if not getattr(args, "upstream", None) and not args.config:
@@ -382,6 +391,79 @@ async def _run_demo(config: Config, args: argparse.Namespace) -> int:
         return await _serve_until_signal(config, banner)
     finally:
         await origin.stop()
+
+
+def _run_demo_wan(args: argparse.Namespace) -> int:
+    """The demo across an emulated WAN: origin in the testbed's origin namespace, the proxy
+    (with its dashboard on this terminal) in the client namespace."""
+    import signal
+    import subprocess
+
+    from cwndproxy.testbed import netns, origins
+    from cwndproxy.units import parse_duration, parse_rate
+
+    try:
+        rtt_s, rate_s = args.wan.split(",")
+        link = netns.LinkSpec(rtt=parse_duration(rtt_s), rate_bps=parse_rate(rate_s))
+    except ValueError as exc:
+        raise ConfigError(
+            f"--wan {args.wan!r}: expected RTT,RATE like 80ms,100mbit ({exc})"
+        ) from None
+    tb = netns.Testbed(link)
+    try:
+        tb.up()
+        info = origins.start_demo_origin(tb)
+    except netns.TestbedUnavailable as exc:
+        print(f"cwnd-proxy demo: {exc}", file=sys.stderr)
+        tb.down()
+        return 1
+    # Pass the user's proxy flags through, with the testbed's origin as the upstream.
+    argv: list[str] = []
+    it = iter(args.raw_argv[1:])  # after "demo"
+    for item in it:
+        if item == "--wan":
+            next(it, None)
+        elif not item.startswith("--wan="):
+            argv.append(item)
+    listen = args.listen or "127.0.0.1:8080"
+    if not args.listen:
+        argv += ["--listen", listen]
+    if not args.download_path:
+        argv += ["--download-path", f"/cwnd/blob?size={origins.BLOB_SIZE}"]
+    if not args.bandwidth_mbps:
+        argv += ["--bandwidth-mbps", f"{link.rate_bps / 1e6:g}"]
+    print(
+        f"\nEmulated WAN {tb.name}: {link.describe()}\n"
+        f"  demo origin {info.h2c_url} in namespace {tb.origin_ns}; proxy on {listen} in "
+        f"namespace {tb.client_ns}\n"
+        f"  through the proxy:  ip netns exec {tb.client_ns} curl -o /dev/null -w "
+        f"'%{{time_total}}s\\n' http://{listen}/cwnd/blob?size=4000000\n"
+        f"  straight, cold:     ip netns exec {tb.client_ns} curl -o /dev/null -w "
+        f"'%{{time_total}}s\\n' {info.h2c_url}/cwnd/blob?size=4000000\n"
+        "  Stop with Ctrl-C (the testbed is removed).\n",
+        flush=True,
+    )
+    proxy = tb.popen(
+        "c",
+        [sys.executable, "-m", "cwndproxy", "run", "--upstream", info.h2c_url, *argv],
+        register="proxy",
+    )
+
+    # The proxy gets its own session (it must not die with the namespace wrapper): forward
+    # Ctrl-C and SIGTERM to it.
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proxy.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        code = proxy.wait()
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proxy.wait(timeout=15)
+        tb.down()
+    return code
 
 
 def _probe(args: argparse.Namespace) -> int:

@@ -89,3 +89,69 @@ def test_burst_holds_the_origin_window_and_off_loses_it() -> None:
     assert after, "no sample of the fetch after the idle period"
     # Restarted from the initial window: the first sample of the next fetch is small.
     assert after[0].cwnd is not None and after[0].cwnd <= 0.5 * BDP_PACKETS
+
+
+def test_demo_across_an_emulated_wan() -> None:
+    """`cwnd-proxy demo --wan` as a user runs it: banner, a fetch through the proxy in the
+    client namespace, Ctrl-C, and the testbed is gone afterwards."""
+    import re
+    import signal
+
+    before = {s.name for s in netns.list_states()}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cwndproxy",
+            "demo",
+            "--wan",
+            "40ms,20mbit",
+            "--no-tui",
+            "--pool-size",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = ""
+        deadline = time.monotonic() + 30
+        while "through the proxy" not in banner:
+            assert time.monotonic() < deadline, banner
+            banner += proc.stdout.readline()
+        m = re.search(r"ip netns exec (\S+) curl", banner)
+        assert m, banner
+        ns = m.group(1)
+        url = "http://127.0.0.1:8080/cwnd/blob?size=400000"
+        out = ""
+        for _ in range(50):  # the proxy needs a moment to listen
+            r = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            out = r.stdout
+            if out == "200":
+                break
+            time.sleep(0.2)
+        assert out == "200"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert {s.name for s in netns.list_states()} == before

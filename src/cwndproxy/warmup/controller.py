@@ -253,12 +253,11 @@ class WarmupController:
                 )
                 if verdict is not None:
                     if verdict is WarmEvent.PLATEAU:
-                        recent = [r.bps for r in list(self.rates)[-10:]]
-                        self.path_limited_bps = sum(recent) / max(len(recent), 1)
+                        self.path_limited_bps = self._recent_rate()
                     self.fire(verdict)
                     return
                 if self._clock() - started > max(5.0, RAMP_MAX_DWELLS * self.settings.dwell):
-                    self.path_limited_bps = self.rates[-1].bps if self.rates else 0.0
+                    self.path_limited_bps = self._recent_rate()
                     self.fire(WarmEvent.PLATEAU)
                     return
                 if len(tasks) < 2:
@@ -276,6 +275,15 @@ class WarmupController:
                 task.cancel()
             # Collect what the cancelled bursts raised (a cancelled stream, usually).
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _recent_rate(self) -> float:
+        """Mean rate over the last dwell period: single 100 ms samples are too noisy to
+        report as what the path carries."""
+        if not self.rates:
+            return 0.0
+        horizon = self.rates[-1].at - max(self.settings.dwell, SAMPLE_PERIOD)
+        recent = [r.bps for r in self.rates if r.at >= horizon]
+        return sum(recent) / len(recent)
 
     async def _one_burst(self, size: int) -> int:
         sent = 0
