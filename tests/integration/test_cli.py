@@ -119,8 +119,13 @@ async def test_port_in_use_is_a_clear_error() -> None:
             "--listen",
             f"127.0.0.1:{port}",
         )
-        async with asyncio.timeout(30):
-            _, err = await proc.communicate()
+        try:
+            async with asyncio.timeout(30):
+                _, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:  # a hang must not leave a proxy behind
+                proc.kill()
+                await proc.wait()
         assert proc.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
         assert "Traceback" not in err.decode()
