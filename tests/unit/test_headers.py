@@ -75,3 +75,25 @@ def test_forwarded_headers_append_to_earlier_hops() -> None:
 def test_idempotent_methods() -> None:
     assert is_idempotent("GET") and is_idempotent("put") and is_idempotent("DELETE")
     assert not is_idempotent("POST") and not is_idempotent("PATCH")
+
+
+def test_retry_rule() -> None:
+    from cwndproxy.proxy.app import MAX_ATTEMPTS, should_retry
+
+    def retry(attempt: int, **kw: bool) -> bool:
+        base = {
+            "unprocessed": False,
+            "idempotent": True,
+            "response_started": False,
+            "body_held": True,
+        }
+        base.update(kw)
+        return should_retry(attempt, **base)
+
+    assert retry(0) and not retry(1)  # idempotent: once
+    assert not retry(0, idempotent=False)  # a POST that may have been processed: never
+    assert retry(0, idempotent=False, unprocessed=True)  # refused: safe for any method
+    assert retry(MAX_ATTEMPTS - 2, unprocessed=True)
+    assert not retry(MAX_ATTEMPTS - 1, unprocessed=True)
+    assert not retry(0, response_started=True, unprocessed=True)
+    assert not retry(0, body_held=False, unprocessed=True)

@@ -40,6 +40,29 @@ Send = Callable[[Message], Awaitable[None]]
 
 # A request body up to this size is kept so that a failed attempt can be replayed.
 REPLAY_LIMIT = 1024 * 1024
+# Attempts for a request the upstream proved it never processed (REFUSED_STREAM, above a
+# GOAWAY's last_stream_id). Pools recycle together: nginx GOAWAYs every session after the
+# same number of requests, so a first retry can land on a session draining too.
+MAX_ATTEMPTS = 3
+
+
+def should_retry(
+    attempt: int,
+    *,
+    unprocessed: bool,
+    idempotent: bool,
+    response_started: bool,
+    body_held: bool,
+) -> bool:
+    """Retry only while nothing went to the client and the whole body can be sent again;
+    then up to MAX_ATTEMPTS for a request the upstream never processed (any method, RFC 9113
+    section 8.7), and once for an idempotent one. A non-idempotent request that may have
+    been processed is never replayed."""
+    if response_started or not body_held:
+        return False
+    if unprocessed:
+        return attempt < MAX_ATTEMPTS - 1
+    return idempotent and attempt == 0
 
 
 @dataclass
@@ -160,7 +183,9 @@ class ForwardingApp:
             return
 
         tried: set[int] = set()
-        for attempt in range(2):
+        for attempt in range(MAX_ATTEMPTS):
+            if len(tried) >= len(self.pool.slots):
+                tried.clear()  # every session had a go: any ready one may serve the retry
             try:
                 slot, session = await self.pool.acquire(
                     self.settings.acquire_timeout, exclude=frozenset(tried)
@@ -183,12 +208,12 @@ class ForwardingApp:
             except ClientGone:
                 return
             except UpstreamError as exc:
-                retry = (
-                    attempt == 0
-                    and not exchange.response_started
-                    and body.complete
-                    and body.replayable
-                    and (is_idempotent(method) or exc.unprocessed)
+                retry = should_retry(
+                    attempt,
+                    unprocessed=exc.unprocessed,
+                    idempotent=is_idempotent(method),
+                    response_started=exchange.response_started,
+                    body_held=body.complete and body.replayable,
                 )
                 slot_counters = session.counters
                 slot_counters.errors += 1
