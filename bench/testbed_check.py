@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from cwndproxy.testbed import netns, origins
-from cwndproxy.testbed.observer import WindowObserver, ss_command
 
 MINRTT_SCRIPT = """
 import re, socket, subprocess, sys, time
@@ -141,9 +140,7 @@ def _queue_drops(stats: dict[str, object]) -> int:
 def probe_check(ssai: bool) -> dict[str, object]:
     with netns.Testbed(netns.LinkSpec(0.08, 100e6), origin_ssai=ssai) as tb:
         info = origins.start_nginx(tb)
-        observer = WindowObserver(
-            ss_command(origins.TLS_PORT, netns.netns_exec(tb.origin_ns)), interval=0.02
-        ).start()
+        observer = tb.observer(origins.TLS_PORT, 0.02)
         r = tb.run(
             "c",
             [

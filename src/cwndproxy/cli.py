@@ -509,7 +509,7 @@ def _testbed(args: argparse.Namespace) -> int:
         if not states:
             print("no testbeds")
         for st in states:
-            alive = "running" if netns._pid_alive(st.pids.get("link", 0) or 0) else "link DOWN"
+            alive = "running" if netns.pid_alive(st.pids.get("link", 0) or 0) else "link DOWN"
             print(
                 f"{st.name}: {alive}; client ns {st.client_ns} ({st.client_addr}), origin ns "
                 f"{st.origin_ns} ({st.origin_addr}); link {st.link}; origin cc "

@@ -112,9 +112,7 @@ class Config:
 
     @property
     def upstream_url(self) -> str:
-        scheme = "https" if self.target.tls else "http"
-        host = f"[{self.target.host}]" if ":" in self.target.host else self.target.host
-        return f"{scheme}://{host}:{self.target.port}"
+        return format_url(self.target.tls, self.target.host, self.target.port)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,21 +195,39 @@ def load_file(path: str | Path, config: Config | None = None) -> Config:
     return config
 
 
-def parse_upstream_url(url: str) -> tuple[str, int, bool]:
-    """``https://host:port`` is TLS + ALPN h2; ``http://host:port`` is h2c prior knowledge."""
+def split_http_url(url: str) -> tuple[str, int, bool, str]:
+    """(host, port, tls, path and query) of an http:// or https:// URL; ValueError says why.
+    ``https`` means TLS with ALPN h2; ``http`` means h2c by prior knowledge."""
     split = urlsplit(url)
     if split.scheme not in ("http", "https") or not split.hostname:
-        raise ConfigError(
-            f"--upstream {url!r}: expected http://HOST[:PORT] (h2c) or https://HOST[:PORT] (TLS)"
-        )
-    if split.path not in ("", "/") or split.query or split.fragment:
-        raise ConfigError(f"--upstream {url!r}: give only scheme, host and port, no path")
+        raise ValueError("expected http://HOST[:PORT] (h2c) or https://HOST[:PORT] (TLS)")
     tls = split.scheme == "https"
     try:
         port = split.port or (443 if tls else 80)
     except ValueError:
-        raise ConfigError(f"--upstream {url!r}: invalid port") from None
-    return split.hostname, port, tls
+        raise ValueError("invalid port") from None
+    path = split.path + (f"?{split.query}" if split.query else "")
+    return split.hostname, port, tls, path
+
+
+def parse_upstream_url(url: str) -> tuple[str, int, bool]:
+    """``https://host:port`` is TLS + ALPN h2; ``http://host:port`` is h2c prior knowledge."""
+    try:
+        host, port, tls, path = split_http_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"--upstream {url!r}: {exc}") from None
+    if path not in ("", "/") or "#" in url:
+        raise ConfigError(f"--upstream {url!r}: give only scheme, host and port, no path")
+    return host, port, tls
+
+
+def bracket_host(host: str) -> str:
+    """An IPv6 literal in brackets, as URLs and :authority need it (RFC 3986)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def format_url(tls: bool, host: str, port: int) -> str:
+    return f"{'https' if tls else 'http'}://{bracket_host(host)}:{port}"
 
 
 def parse_host_port(value: str, flag: str) -> tuple[str, int]:

@@ -91,7 +91,6 @@ class H2Endpoint(asyncio.Protocol):
         self._writable.set()
         # Waiters for flow-control window, per stream id; 0 is the connection window.
         self._window_waiters: dict[int, list[asyncio.Future[None]]] = {}
-        self.connection_lost_exc: BaseException | None = None
         self.connected = asyncio.Event()
         self.is_connection_lost = False
 
@@ -147,7 +146,6 @@ class H2Endpoint(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_connection_lost = True
-        self.connection_lost_exc = exc
         self._writable.set()
         self._fail_window_waiters(None)
 

@@ -35,6 +35,7 @@ import h2.errors
 import h2.events as ev
 import h2.exceptions
 
+from cwndproxy.config import format_url
 from cwndproxy.h2endpoint import FlowControlAborted, H2Endpoint
 
 log = logging.getLogger(__name__)
@@ -432,12 +433,8 @@ class DemoOrigin:
         self._server: asyncio.Server | None = None
 
     @property
-    def scheme(self) -> str:
-        return "https" if self.ssl_context else "http"
-
-    @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        return format_url(self.ssl_context is not None, self.host, self.port)
 
     def route(self, req: _Request) -> Handler:
         path, method = req.path, req.method

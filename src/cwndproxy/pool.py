@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cwndproxy.metrics import TrafficCounters, TrafficKind
+from cwndproxy.metrics import TrafficCounters
 from cwndproxy.upstream.dial import DialError, UpstreamTarget, dial
 from cwndproxy.upstream.session import H2Session, SessionSettings, SessionState
 
@@ -110,7 +110,7 @@ class PoolSlot:
         return SlotView(
             index=self.index,
             ready=self.ready,
-            real_streams=s.active_streams_of(TrafficKind.REAL) if s else 0,
+            real_streams=s.real_active if s else 0,
             free_stream_slots=s.free_stream_slots if s else 0,
             last_chosen=self.last_chosen,
             bursting=bool(self.controller and self.controller.bursting),

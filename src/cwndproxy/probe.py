@@ -19,8 +19,8 @@ import asyncio
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlsplit
 
+from cwndproxy.config import split_http_url
 from cwndproxy.metrics import TrafficKind
 from cwndproxy.upstream.dial import UpstreamTarget, dial
 from cwndproxy.upstream.session import H2Session, UpstreamError
@@ -79,19 +79,15 @@ class ProbeResult:
 def target_from_url(
     url: str, *, ca_file: str | None = None, insecure: bool = False, server_name: str | None = None
 ) -> tuple[UpstreamTarget, str]:
-    split = urlsplit(url)
-    if split.scheme not in ("http", "https") or not split.hostname:
-        raise ProbeError(f"{url!r}: expected http://HOST[:PORT]/PATH or https://...")
-    tls = split.scheme == "https"
+    try:
+        host, port, tls, path = split_http_url(url)
+    except ValueError as exc:
+        raise ProbeError(f"{url!r}: {exc}") from None
     target = UpstreamTarget(
-        host=split.hostname,
-        port=split.port or (443 if tls else 80),
-        tls=tls,
-        server_name=server_name,
-        ca_file=ca_file,
-        insecure=insecure,
+        host=host, port=port, tls=tls, server_name=server_name, ca_file=ca_file, insecure=insecure
     )
-    path = (split.path or "/") + (f"?{split.query}" if split.query else "")
+    if path.startswith("?") or not path:
+        path = "/" + path
     return target, path
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from cwndproxy.testbed import netns, origins
-from cwndproxy.testbed.observer import KernelSample, WindowObserver, ss_command
+from cwndproxy.testbed.observer import KernelSample
 
 RTT = 0.040
 RATE = 20e6
@@ -77,9 +77,7 @@ def test_probe_and_origin_window_after_idle(
 ) -> None:
     tb, info = testbed
     ssai = bool(tb.st.origin_ssai)
-    observer = WindowObserver(
-        ss_command(origins.H2C_PORT, netns.netns_exec(tb.origin_ns)), interval=0.02
-    ).start()
+    observer = tb.observer(origins.H2C_PORT, 0.02)
     try:
         r = tb.run(
             "c",
@@ -139,6 +137,6 @@ def test_down_cleans_up_a_testbed_whose_owner_died() -> None:
     assert name in [s.name for s in netns.list_states()]
     assert netns.down(name) == [name]
     assert name not in [s.name for s in netns.list_states()]
-    assert not netns._pid_alive(link_pid)
+    assert not netns.pid_alive(link_pid)
     listed = netns._run(["ip", "netns", "list"], check=False).stdout
     assert f"{name}-c" not in listed and f"{name}-o" not in listed

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cwndproxy.testbed import netns, origins
-from cwndproxy.testbed.observer import KernelSample, WindowObserver, ss_command
+from cwndproxy.testbed.observer import KernelSample
 from tests.wan.test_testbed import REASON
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -26,9 +26,7 @@ def run_arm(strategy: str) -> tuple[list[KernelSample], float, float]:
     then another fetch. Returns the origin-side samples and the quiet period's bounds."""
     with netns.Testbed(netns.LinkSpec(RTT, RATE)) as tb:
         info = origins.start_nginx(tb, blob_size=4_000_000)
-        observer = WindowObserver(
-            ss_command(origins.TLS_PORT, netns.netns_exec(tb.origin_ns)), interval=0.02
-        ).start()
+        observer = tb.observer(origins.TLS_PORT, 0.02)
         proxy = tb.popen(
             "c",
             [

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cwndproxy.testbed import netns, origins
-from cwndproxy.testbed.observer import KernelSample, WindowObserver, ss_command
+from cwndproxy.testbed.observer import KernelSample
 
 PROXY_PORT = 8080
 SIZE = 4_000_000
@@ -155,9 +155,7 @@ def download_arm(strategy: str, runs: int, out: Path, rng: random.Random) -> Arm
     with netns.Testbed(link) as tb:
         info = origins.start_nginx(tb)
         url = f"http://127.0.0.1:{PROXY_PORT}{info.blob_path}"
-        observer = WindowObserver(
-            ss_command(origins.TLS_PORT, netns.netns_exec(tb.origin_ns)), interval=0.05
-        ).start()
+        observer = tb.observer(origins.TLS_PORT, 0.05)
         proxy = _start_proxy(
             tb,
             [
@@ -224,12 +222,8 @@ def upload_arm(strategy: str, runs: int, out: Path) -> Arm:
     arm = Arm(f"upload {strategy}")
     with netns.Testbed(netns.LinkSpec(RTT, RATE)) as tb:
         info = origins.start_demo_origin(tb)
-        observer = WindowObserver(
-            ["ss", "-tinH", "state", "established", f"( dport = :{origins.TLS_PORT} )"],
-            interval=0.05,
-        )
-        observer.argv = [*netns.netns_exec(tb.client_ns), *observer.argv]
-        observer.start()
+        # The proxy's own sockets to the origin: our snd_cwnd is the window for upload.
+        observer = tb.observer(origins.TLS_PORT, 0.05, side="c")
         proxy = _start_proxy(
             tb,
             [

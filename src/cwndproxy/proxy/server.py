@@ -23,6 +23,8 @@ from granian.http import HTTP1Settings, HTTP2Settings
 from granian.log import LogLevels
 from granian.server.embed import Server
 
+from cwndproxy.config import bracket_host, format_url
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +57,7 @@ class HypercornServer:
         self.tls = bool(tls_cert)
         self.app = app
         config = HypercornConfig()
-        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        config.bind = [f"{bracket_host(host)}:{port}"]
         if tls_cert and tls_key:
             config.certfile = tls_cert
             config.keyfile = tls_key
@@ -70,8 +72,7 @@ class HypercornServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+        return format_url(self.tls, self.host, self.port)
 
     async def start(self, ready_timeout: float = 10.0) -> None:
         from hypercorn.asyncio import serve
@@ -158,8 +159,7 @@ class InboundServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+        return format_url(self.tls, self.host, self.port)
 
     async def start(self, ready_timeout: float = 10.0) -> None:
         """Start serving and return once the port accepts connections.

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cwndproxy.testbed.link import default_queue_bytes
+from cwndproxy.testbed.observer import WindowObserver, ss_command
 
 STATE_DIR = Path(os.environ.get("CWND_TESTBED_STATE", "/run/cwnd-testbed"))
 NAME_PREFIX = "cwt"
@@ -107,7 +108,7 @@ def list_states() -> list[TestbedState]:
     return states
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -125,12 +126,12 @@ def _kill(pid: int, timeout: float = 3.0) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             with contextlib.suppress(ChildProcessError):
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
                     return
             time.sleep(0.02)
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return
 
 
@@ -390,14 +391,24 @@ class Testbed:
             [*netns_exec(ns), *argv], capture_output=True, text=True, timeout=timeout, check=check
         )
 
+    def listens(self, side: str, port: int) -> bool:
+        out = self.run(side, ["ss", "-Hltn", f"sport = :{port}"], timeout=5).stdout
+        return bool(out.strip())
+
     def wait_listening(self, side: str, port: int, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = self.run(side, ["ss", "-Hltn", f"sport = :{port}"], timeout=5).stdout
-            if out.strip():
+            if self.listens(side, port):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"nothing listens on port {port} in the {side} namespace")
+
+    def observer(self, port: int, interval: float, *, side: str = "o") -> WindowObserver:
+        """A started ``ss`` sampler of the kernel's view: in the origin namespace, the
+        server's sockets on ``port``; in the client namespace, the sockets to ``port``."""
+        ns = self.client_ns if side == "c" else self.origin_ns
+        argv = ss_command(port, netns_exec(ns), peer=side == "c")
+        return WindowObserver(argv, interval=interval).start()
 
     def link_stats(self) -> dict[str, object]:
         try:

@@ -90,9 +90,11 @@ def parse_ss(text: str, at: float) -> list[KernelSample]:
     return samples
 
 
-def ss_command(port: int, prefix: Sequence[str] = ()) -> list[str]:
-    """Established connections whose local port is ``port`` (the server side)."""
-    return [*prefix, "ss", "-tinH", "state", "established", f"( sport = :{port} )"]
+def ss_command(port: int, prefix: Sequence[str] = (), *, peer: bool = False) -> list[str]:
+    """Established connections whose local port is ``port`` (the server's sockets), or with
+    ``peer`` whose remote port is (a client's sockets to that server)."""
+    which = "dport" if peer else "sport"
+    return [*prefix, "ss", "-tinH", "state", "established", f"( {which} = :{port} )"]
 
 
 class WindowObserver:

@@ -107,7 +107,7 @@ def start_nginx(tb: Testbed, *, blob_size: int = BLOB_SIZE) -> OriginInfo:
         cert_file=cert,
         key_file=key,
         command_prefix=netns_exec(tb.origin_ns),
-        ready_check=lambda host, port: _listens(tb, port),
+        ready_check=lambda host, port: tb.listens("o", port),
         detach=True,
     )
     nginx.add_blob("blob.bin", blob_size)
@@ -122,8 +122,3 @@ def start_nginx(tb: Testbed, *, blob_size: int = BLOB_SIZE) -> OriginInfo:
         cert,
         "/blob.bin",
     )
-
-
-def _listens(tb: Testbed, port: int) -> bool:
-    out = tb.run("o", ["ss", "-Hltn", f"sport = :{port}"], timeout=5).stdout
-    return bool(out.strip())

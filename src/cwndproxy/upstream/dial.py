@@ -13,6 +13,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from cwndproxy.config import bracket_host, format_url
 from cwndproxy.upstream.session import H2Session, SessionSettings
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,13 @@ class UpstreamTarget:
 
     @property
     def authority(self) -> str:
-        host = self.server_name or self.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"  # IPv6 literal
+        host = bracket_host(self.server_name or self.host)
         default = 443 if self.tls else 80
         return host if self.port == default else f"{host}:{self.port}"
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return format_url(self.tls, self.host, self.port)
 
 
 def build_ssl_context(target: UpstreamTarget) -> ssl.SSLContext:

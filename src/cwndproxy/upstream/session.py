@@ -78,12 +78,6 @@ class _RxChunk:
     flow_controlled: int
 
 
-@dataclass
-class PingSample:
-    rtt: float
-    at: float
-
-
 class UpstreamStream:
     """A request/response exchange on a session.
 
@@ -100,7 +94,6 @@ class UpstreamStream:
         self.response: asyncio.Future[Response] = loop.create_future()
         self.trailers: Headers | None = None
         self._chunks: collections.deque[_RxChunk] = collections.deque()
-        self._buffered = 0
         self._data_ready = asyncio.Event()
         self._ended = False
         self.error: UpstreamError | None = None
@@ -139,7 +132,6 @@ class UpstreamStream:
             parts.append(chunk.data)
             size += len(chunk.data)
             acked += chunk.flow_controlled
-        self._buffered -= size
         self.session._acknowledge(self.stream_id, acked)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -174,7 +166,6 @@ class UpstreamStream:
     # -- called by the session -----------------------------------------------------------
     def _push(self, data: bytes, flow_controlled: int) -> None:
         self._chunks.append(_RxChunk(data, flow_controlled))
-        self._buffered += len(data)
         self.bytes_received += len(data)
         self._data_ready.set()
 
@@ -226,10 +217,8 @@ class H2Session(H2Endpoint):
         self.counters = TrafficCounters()
         self.created_at = time.monotonic()
         self.goaway_last_stream_id: int | None = None
-        self.goaway_error_code: int | None = None
         self.close_reason: str | None = None
         self.rtt: float | None = None
-        self.ping_samples: collections.deque[PingSample] = collections.deque(maxlen=64)
         self._on_close = on_close
         self._remote_settings_seen = False
         self._started = False
@@ -425,8 +414,8 @@ class H2Session(H2Endpoint):
                 )
                 self._fail_window_waiters(event.stream_id)
         elif isinstance(event, ev.RemoteSettingsChanged):
+            # handle_window_events above already woke senders for a new initial window.
             self._remote_settings_seen = True
-            self.handle_window_events(event)
         elif isinstance(event, ev.PingAckReceived):
             self._on_ping_ack(event.ping_data)
         elif isinstance(event, ev.ConnectionTerminated):
@@ -467,7 +456,6 @@ class H2Session(H2Endpoint):
             self.state = SessionState.DRAINING
         self.unusable.set()
         self.goaway_last_stream_id = last_stream_id
-        self.goaway_error_code = error_code
         name = _error_name(error_code)
         self.close_reason = f"upstream sent GOAWAY ({name}, last_stream_id={last_stream_id})"
         last = last_stream_id if last_stream_id is not None else 0
@@ -632,7 +620,6 @@ class H2Session(H2Endpoint):
         sent, fut = entry
         rtt = time.perf_counter() - sent
         self.rtt = rtt
-        self.ping_samples.append(PingSample(rtt, time.monotonic()))
         if not fut.done():
             fut.set_result(rtt)
 
