@@ -15,6 +15,7 @@ from cwndproxy.config import (
     DIRECTIONS,
     LOG_FORMATS,
     STRATEGIES,
+    WARM_UP_TARGETS,
     Config,
     ConfigError,
     load_file,
@@ -67,8 +68,15 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
     g.add_argument(
         "--strategy",
         choices=STRATEGIES,
-        help="warm-up strategy: burst (default: ramp, then a burst per interval), ping "
-        "(experimental: PINGs only), off (a plain keep-alive pool)",
+        help="warm-up strategy: auto (default: grow each window once, hold it with PINGs, "
+        "verify, grow again when gone), ping (PINGs only, no dummy data), burst (the original "
+        "spec: ramp, then a burst per interval), off (a plain keep-alive pool)",
+    )
+    g.add_argument(
+        "--warm-up-target",
+        choices=WARM_UP_TARGETS,
+        help="window each session warms for: path (one BDP of the whole bandwidth), share "
+        "(bandwidth / pool size), auto (default: path, share for burst)",
     )
     g.add_argument("--ca-file", metavar="FILE", help="extra CA certificate(s) for the upstream")
     g.add_argument("--server-name", metavar="NAME", help="TLS SNI and :authority override")
@@ -192,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "bench",
-        help="the warm-up benchmark on the emulated WAN (needs root); see bench --help",
+        help="the warm-up benchmarks on the emulated WAN (needs root): S1/U1, or the path "
+        "matrix against HAProxy and nginx with --matrix; see bench [--matrix] --help",
         add_help=False,
     )
 
@@ -219,6 +228,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("upload_path", p, "warm_up_upload_path"),
         ("download_path", p, "warm_up_download_path"),
         ("strategy", p, "strategy"),
+        ("warm_up_target", p, "warm_up_target"),
         ("ca_file", t, "tls_ca_file"),
         ("server_name", t, "tls_server_name"),
         ("insecure", t, "tls_insecure_skip_verify"),
@@ -267,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw[:1] == ["bench"]:
+        if "--matrix" in raw[1:]:
+            from cwndproxy.bench.matrix import main as matrix_main
+
+            return matrix_main([a for a in raw[1:] if a != "--matrix"])
         from cwndproxy.bench.warmup import main as bench_main
 
         return bench_main(raw[1:])

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 DIRECTIONS = ("upload", "download", "both")
 UPLOAD_METHODS = ("POST", "PUT")
 DOWNLOAD_METHODS = ("GET",)
-STRATEGIES = ("burst", "ping", "off")
+STRATEGIES = ("auto", "burst", "ping", "off")
+WARM_UP_TARGETS = ("auto", "path", "share")
 LOG_FORMATS = ("human", "json")
 
 
@@ -58,7 +59,14 @@ class PoolConfig:
     per_connection_dwell_ms: int = 2000
     fallback_upload_retry: bool = True
     warm_up_headers: dict[str, str] = field(default_factory=dict)
-    strategy: str = "burst"
+    # auto: grow each session's window once, hold it with PINGs, verify, grow again when
+    # it is gone (bursts if PINGs do not hold); ping: PINGs only; burst: the original
+    # spec (ramp, then a burst per interval); off: a plain keep-alive pool.
+    strategy: str = "auto"
+    # The window each session warms for: "path" = one BDP of the whole bandwidth (a lone
+    # request gets the full path rate), "share" = bandwidth / pool_size (the original
+    # spec), "auto" = path, except share for burst (whose holding cost grows with it).
+    warm_up_target: str = "auto"
     # HTTP/2 PING period for RTT measurement; 0 disables it.
     rtt_probe_interval_ms: int = 1000
     # HTTP/2 flow control: must exceed the path's BDP, or the window, not cwnd, is the limit.
@@ -106,9 +114,21 @@ class Config:
     ui: UiConfig = field(default_factory=UiConfig)
 
     @property
+    def warm_up_target(self) -> str:
+        """The resolved per-session target: "path" or "share"."""
+        target = self.pool.warm_up_target
+        if target == "auto":
+            return "share" if self.pool.strategy == "burst" else "path"
+        return target
+
+    @property
     def per_connection_target_bps(self) -> int:
-        """SPEC.md: floor((bandwidth_mbps * 1_000_000) / pool_size), in bit/s."""
-        return math.floor((self.pool.bandwidth_mbps * 1_000_000) / self.pool.pool_size)
+        """The rate each session warms for, in bit/s: the whole bandwidth ("path"), or
+        SPEC.md's floor((bandwidth_mbps * 1_000_000) / pool_size) ("share")."""
+        bps = self.pool.bandwidth_mbps * 1_000_000
+        if self.warm_up_target == "share":
+            return math.floor(bps / self.pool.pool_size)
+        return math.floor(bps)
 
     @property
     def upstream_url(self) -> str:
@@ -284,15 +304,19 @@ def validate(config: Config) -> Config:
     _one_of("pool.warm_up_upload_method", p.warm_up_upload_method, UPLOAD_METHODS)
     _one_of("pool.warm_up_download_method", p.warm_up_download_method, DOWNLOAD_METHODS)
     _one_of("pool.strategy", p.strategy, STRATEGIES)
-    if p.strategy != "off":
+    _one_of("pool.warm_up_target", p.warm_up_target, WARM_UP_TARGETS)
+    # Only burst cannot work without a warm-up path; auto then holds what real traffic
+    # grows, and ping never sends dummy data.
+    if p.strategy == "burst":
         if p.warm_up_direction in ("upload", "both") and not p.warm_up_upload_path:
             raise ConfigError(
                 f'pool.warm_up_direction = "{p.warm_up_direction}" needs pool.warm_up_upload_path'
+                ' with pool.strategy = "burst" (auto and ping work without one)'
             )
         if p.warm_up_direction in ("download", "both") and not p.warm_up_download_path:
             raise ConfigError(
                 f'pool.warm_up_direction = "{p.warm_up_direction}" needs pool.warm_up_download_path'
-                ' (or pool.strategy = "off" for a plain keep-alive pool)'
+                ' with pool.strategy = "burst" (auto and ping work without one)'
             )
     for key in ("warm_up_upload_path", "warm_up_download_path"):
         value = getattr(p, key)

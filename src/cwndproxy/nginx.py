@@ -51,6 +51,20 @@ _SERVER = """\
         {tls}
         root {dir}/www;
         location = /upload {{ return 204; }}
+{sink}    }}
+"""
+
+# ``/sink`` answers only after the whole request body arrived: nginx buffers the body
+# (proxy_request_buffering is on by default) before passing the request to an internal
+# server that returns 204. An upload's time to last byte then covers the whole body, which
+# a plain ``return 204`` (answered at once, the rest discarded) would not.
+_SINK_LOCATION = """\
+        location = /sink {{ proxy_pass http://127.0.0.1:{port}/drain; }}
+"""
+_SINK_SERVER = """\
+    server {{
+        listen 127.0.0.1:{port};
+        location = /drain {{ return 204; }}
     }}
 """
 
@@ -68,6 +82,11 @@ class NginxServer:
     keepalive_requests: int = 1000
     # nginx's largest DATA frame (its default is 8k); the peer's MAX_FRAME_SIZE caps it.
     http2_chunk_size: str = "8k"
+    # More TLS ports serving the same content: the testbed gives each benchmark arm its own,
+    # so the origin's sockets (ss) tell which arm they carry.
+    extra_tls_ports: Sequence[int] = ()
+    # A loopback port for the internal server behind ``/sink`` (None: no sink).
+    sink_port: int | None = None
     # Run nginx under this prefix, e.g. ["ip", "netns", "exec", "ns"] for the testbed.
     command_prefix: Sequence[str] = ()
     # How to tell that a port listens (the default connects from this namespace).
@@ -90,26 +109,38 @@ class NginxServer:
                 fh.write(blob_bytes(start, min(size, start + chunk)))
         return path
 
+    @property
+    def tls_ports(self) -> list[int]:
+        return ([self.tls_port] if self.tls_port is not None else []) + list(self.extra_tls_ports)
+
     def render(self) -> str:
+        sink = _SINK_LOCATION.format(port=self.sink_port) if self.sink_port else ""
         servers = []
         if self.h2c_port is not None:
             servers.append(
                 _SERVER.format(
-                    host=self.host, port=self.h2c_port, ssl="", tls="", dir=self.directory
+                    host=self.host,
+                    port=self.h2c_port,
+                    ssl="",
+                    tls="",
+                    dir=self.directory,
+                    sink=sink,
                 )
             )
-        if self.tls_port is not None:
-            if not (self.cert_file and self.key_file):
-                raise ValueError("TLS needs cert_file and key_file")
-            tls = (
-                f"ssl_certificate {self.cert_file}; ssl_certificate_key {self.key_file}; "
-                "ssl_protocols TLSv1.2 TLSv1.3;"
-            )
+        if self.tls_ports and not (self.cert_file and self.key_file):
+            raise ValueError("TLS needs cert_file and key_file")
+        tls = (
+            f"ssl_certificate {self.cert_file}; ssl_certificate_key {self.key_file}; "
+            "ssl_protocols TLSv1.2 TLSv1.3;"
+        )
+        for port in self.tls_ports:
             servers.append(
                 _SERVER.format(
-                    host=self.host, port=self.tls_port, ssl=" ssl", tls=tls, dir=self.directory
+                    host=self.host, port=port, ssl=" ssl", tls=tls, dir=self.directory, sink=sink
                 )
             )
+        if self.sink_port:
+            servers.append(_SINK_SERVER.format(port=self.sink_port))
         return _CONFIG.format(
             dir=self.directory,
             servers="".join(servers),
@@ -136,7 +167,7 @@ class NginxServer:
         )
         if self.detach and not isinstance(stderr, int):
             stderr.close()
-        ports = [p for p in (self.h2c_port, self.tls_port) if p is not None]
+        ports = [p for p in (self.h2c_port, *self.tls_ports) if p is not None]
         deadline = time.monotonic() + timeout
         check = self.ready_check or _listening
         for port in ports:

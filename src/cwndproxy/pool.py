@@ -40,14 +40,15 @@ class SlotView:
     real_streams: int
     free_stream_slots: int
     last_chosen: float
-    bursting: bool = False
+    # Dummy data in flight (a burst, a grow, a check): a response here would queue behind it.
+    dummy_active: bool = False
     warm: bool = True
 
 
 def choose_slot(views: Sequence[SlotView], exclude: frozenset[int] = frozenset()) -> int | None:
     """Pick a session for a real request: ready ones only; prefer one with a free stream
-    slot, then the fewest active real streams, then one not sending a warm-up burst (its
-    dummy bytes would queue ahead of the response in the server's socket), then a warm one,
+    slot, then the fewest active real streams, then one without dummy data in flight (its
+    bytes would queue ahead of the response in the server's socket), then a warm one,
     then the least recently chosen (spreads requests so every window stays in use)."""
     candidates = [v for v in views if v.ready and v.index not in exclude]
     if not candidates:
@@ -57,7 +58,7 @@ def choose_slot(views: Sequence[SlotView], exclude: frozenset[int] = frozenset()
         key=lambda v: (
             v.free_stream_slots == 0,
             v.real_streams,
-            v.bursting,
+            v.dummy_active,
             not v.warm,
             v.last_chosen,
             v.index,
@@ -113,7 +114,7 @@ class PoolSlot:
             real_streams=s.real_active if s else 0,
             free_stream_slots=s.free_stream_slots if s else 0,
             last_chosen=self.last_chosen,
-            bursting=bool(self.controller and self.controller.bursting),
+            dummy_active=bool(self.controller and self.controller.dummy_active),
             warm=self.controller is None or bool(self.controller.warm),
         )
 

@@ -18,6 +18,7 @@ from cwndproxy.proxy.server import HypercornServer, InboundServer
 from cwndproxy.upstream.dial import UpstreamTarget
 from cwndproxy.upstream.session import H2Session, SessionSettings
 from cwndproxy.warmup.controller import WarmupController, WarmupSettings
+from cwndproxy.warmup.coordinator import WarmupCoordinator
 
 log = logging.getLogger("cwndproxy")
 
@@ -92,6 +93,8 @@ class ProxyService:
         if s.admin:
             host, port = parse_host_port(s.admin, "server.admin")
             self.admin = AdminServer(self, self.monitor, host, port)
+        # Real traffic anywhere in the pool pauses grows everywhere; one session grows at a time.
+        self.warmup = WarmupCoordinator()
         if p.strategy != "off":
             self.pool.listeners.append(self._attach_warmup)
 
@@ -101,6 +104,7 @@ class ProxyService:
             strategy=p.strategy,
             direction=p.warm_up_direction,
             target_bps=self.config.per_connection_target_bps,
+            path_bps=p.bandwidth_mbps * 1e6,
             size_bytes=p.warm_up_size_bytes,
             interval_ms=p.warm_up_interval_ms,
             dwell=p.per_connection_dwell_ms / 1000,
@@ -112,16 +116,13 @@ class ProxyService:
             headers=dict(p.warm_up_headers),
         )
 
-    def _pool_busy(self) -> bool:
-        return any(s.session is not None and s.session.real_active for s in self.pool.slots)
-
     def _attach_warmup(self, slot: PoolSlot, session: H2Session) -> None:
         controller = WarmupController(
             session,
             self.warmup_settings(),
             index=slot.index,
             pool_size=len(self.pool.slots),
-            pool_busy=self._pool_busy,
+            coordinator=self.warmup,
         )
         slot.controller = controller
         controller.start()

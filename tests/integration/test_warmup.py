@@ -13,6 +13,7 @@ from cwndproxy.origin import DemoOrigin
 from cwndproxy.upstream.dial import UpstreamTarget, dial
 from cwndproxy.upstream.session import H2Session
 from cwndproxy.warmup.controller import WarmupController, WarmupSettings
+from cwndproxy.warmup.coordinator import WarmupCoordinator
 from cwndproxy.warmup.policy import WarmState
 from cwndproxy.warmup.workers import DownloadWorker, UploadWorker, WarmupRejected
 from tests.conftest import ProxyFactory, proxy_config
@@ -54,7 +55,8 @@ def settings(**kw: object) -> WarmupSettings:
 
 async def test_download_worker_uses_range(session: H2Session) -> None:
     worker = DownloadWorker(session, "/cwnd/blob?size=1000000", {})
-    assert await worker.fetch(100_000) == 100_000
+    fetched = await worker.fetch(100_000)
+    assert fetched.received == 100_000
     assert worker.range_honoured is True and worker.cancelled == 0
     assert session.counters.dummy_rx == 100_000 and session.counters.real_rx == 0
 
@@ -63,7 +65,7 @@ async def test_download_worker_cancels_when_range_is_ignored() -> None:
     async with DemoOrigin("127.0.0.1", 0, supports_range=False) as origin:
         s = await session_to(origin)
         worker = DownloadWorker(s, "/cwnd/blob?size=50000000", {})
-        got = await worker.fetch(200_000)
+        got = (await worker.fetch(200_000)).received
         assert 200_000 <= got < 50_000_000
         assert worker.range_honoured is False and worker.cancelled == 1
         await wait_for(lambda: not any(p.requests for p in origin.protocols))
@@ -196,17 +198,23 @@ async def test_real_traffic_pauses_dummy_traffic_and_it_resumes(
 
 
 async def test_real_traffic_elsewhere_in_the_pool_shrinks_bursts_to_keepalives(
-    session: H2Session,
+    session: H2Session, origin: DemoOrigin
 ) -> None:
-    busy = False
-    ctl = WarmupController(session, settings(interval_ms=50), pool_busy=lambda: busy)
+    other = await session_to(origin)
+    coordinator = WarmupCoordinator()
+    coordinator.watch(other)
+    ctl = WarmupController(session, settings(interval_ms=50), coordinator=coordinator)
     ctl.start()
     await wait_for(lambda: ctl.state is WarmState.HOLDING)
     await wait_for(lambda: ctl.bursts >= 2)
     assert ctl.keepalive_bursts == 0
-    busy = True
+    # A slow real download on the other session of the pool.
+    stream = await other.open_stream("GET", "/slow?delay_ms=5000", [], end_stream=True)
+    await wait_for(lambda: coordinator.real_streams == 1)
     before = session.counters.dummy_rx
     await wait_for(lambda: ctl.keepalive_bursts >= 3)
     per_burst = (session.counters.dummy_rx - before) / max(ctl.keepalive_bursts, 1)
     assert per_burst <= 2 * 16 * 1024
+    stream.cancel()
     await ctl.stop()
+    await other.aclose()

@@ -23,16 +23,28 @@ def _load(tmp_path: Path, text: str) -> Config:
     return load_file(path)
 
 
-def test_defaults_need_only_a_warm_up_path_and_target_is_derived() -> None:
+def test_defaults_validate_without_a_warm_up_path() -> None:
+    # auto holds what real traffic grows when it has nothing to grow with, so a bare
+    # upstream is a complete configuration.
     config = Config()
+    validate(config)
+    assert config.pool.strategy == "auto"
+    assert config.pool.pool_size == 4
+    assert config.pool.warm_up_direction == "download"
+    # auto warms each session for the whole path: one request gets the full rate.
+    assert config.warm_up_target == "path"
+    assert config.per_connection_target_bps == 100_000_000
+
+
+def test_burst_needs_a_path_and_splits_the_bandwidth() -> None:
+    config = Config()
+    config.pool.strategy = "burst"
     with pytest.raises(ConfigError, match=r"needs pool\.warm_up_download_path"):
         validate(config)
     config.pool.warm_up_download_path = "/big.bin"
     validate(config)
-    assert config.pool.strategy == "burst"
-    assert config.pool.pool_size == 4
-    assert config.pool.warm_up_direction == "download"
-    # floor(100 Mbit/s / 4)
+    # The original spec's target: floor(100 Mbit/s / 4).
+    assert config.warm_up_target == "share"
     assert config.per_connection_target_bps == 25_000_000
 
 
@@ -40,7 +52,10 @@ def test_derived_target_floors() -> None:
     config = Config()
     config.pool.bandwidth_mbps = 10.0
     config.pool.pool_size = 3
+    config.pool.warm_up_target = "share"
     assert config.per_connection_target_bps == 3_333_333
+    config.pool.warm_up_target = "path"
+    assert config.per_connection_target_bps == 10_000_000
 
 
 def test_toml_overrides_defaults(tmp_path: Path) -> None:
@@ -108,7 +123,8 @@ def _invalid(**changes: object) -> str:
         ({"pool__warm_up_direction": "sideways"}, 'pool.warm_up_direction = "sideways"'),
         ({"pool__warm_up_upload_method": "PATCH"}, "allowed: POST, PUT"),
         ({"pool__warm_up_download_method": "POST"}, "allowed: GET"),
-        ({"pool__strategy": "magic"}, "allowed: burst, ping, off"),
+        ({"pool__strategy": "magic"}, "allowed: auto, burst, ping, off"),
+        ({"pool__warm_up_target": "all"}, "allowed: auto, path, share"),
         (
             {"pool__strategy": "burst", "pool__warm_up_direction": "upload"},
             'pool.warm_up_direction = "upload" needs pool.warm_up_upload_path',
@@ -215,7 +231,7 @@ def test_check_config_prints_effective_config(tmp_path: Path) -> None:
     result = _cli("check-config", str(path))
     assert result.returncode == 0, result.stderr
     assert "pool_size = 2" in result.stdout
-    assert "per_connection_target_bps = 25000000" in result.stdout
+    assert "per_connection_target_bps = 50000000" in result.stdout
 
 
 def test_run_without_upstream_is_a_clear_error() -> None:

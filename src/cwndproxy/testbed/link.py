@@ -42,6 +42,7 @@ MAX_PACKET = 65536
 # 0.1 ms per hop on these machines; scheduling that much earlier centres the RTT on the
 # setting (the kernel's minrtt was +0.4 ms at every RTT without it).
 PROCESSING_COMPENSATION = 0.0001
+STATS_PERIOD = 0.1
 
 
 @dataclass
@@ -155,14 +156,14 @@ def forward(
     peer = {a.fd: o.fd, o.fd: a.fd}
     stats = LinkStats()
     lateness: collections.deque[float] = collections.deque(maxlen=20000)
-    next_stats = time.monotonic() + 1.0
+    next_stats = next_lateness = time.monotonic() + STATS_PERIOD
     fds = [a.fd, o.fd]
     clock = time.monotonic
     while not stop():
         now = clock()
         due = [q[0][0] for q in queues.values() if q]
         timeout = max(0.0, min(due) - now) if due else 0.5
-        readable, _, _ = select.select(fds, [], [], min(timeout, 0.5))
+        readable, _, _ = select.select(fds, [], [], min(timeout, STATS_PERIOD))
         for fd in readable:
             direction, queue = model[fd], queues[fd]
             for _ in range(256):
@@ -188,8 +189,12 @@ def forward(
                         raise
                     stats.write_errors += 1
         if stats_path is not None and now >= next_stats:
-            next_stats = now + 1.0
-            _summarize_lateness(stats, lateness)
+            # Counters every 100 ms, so a benchmark can attribute queue drops to one fetch;
+            # the lateness percentiles (a sort) once a second.
+            next_stats = now + STATS_PERIOD
+            if now >= next_lateness:
+                next_lateness = now + 1.0
+                _summarize_lateness(stats, lateness)
             _write_stats(stats_path, stats, a_to_o, o_to_a)
     if stats_path is not None:
         _write_stats(stats_path, stats, a_to_o, o_to_a)

@@ -403,7 +403,9 @@ class Testbed:
             time.sleep(0.05)
         raise TimeoutError(f"nothing listens on port {port} in the {side} namespace")
 
-    def observer(self, port: int, interval: float, *, side: str = "o") -> WindowObserver:
+    def observer(
+        self, port: int | Sequence[int], interval: float, *, side: str = "o"
+    ) -> WindowObserver:
         """A started ``ss`` sampler of the kernel's view: in the origin namespace, the
         server's sockets on ``port``; in the client namespace, the sockets to ``port``."""
         ns = self.client_ns if side == "c" else self.origin_ns

@@ -34,6 +34,40 @@ class KernelSample:
     send_q: int
     lastsnd_ms: int | None
     delivery_rate_bps: float | None
+    rto_ms: int | None = None
+    bytes_received: int | None = None
+    bytes_retrans: int | None = None
+    # Total segments retransmitted on this connection (the Y of ss's "retrans:X/Y").
+    retrans_total: int | None = None
+
+    @property
+    def restart_pending(self) -> bool:
+        """True when the socket has not sent for longer than its RTO: with
+        tcp_slow_start_after_idle=1 the kernel's next send first runs tcp_cwnd_restart, so
+        the cwnd shown here is not the one that send will use."""
+        return (
+            self.lastsnd_ms is not None
+            and self.rto_ms is not None
+            and self.lastsnd_ms > self.rto_ms
+        )
+
+    def effective_cwnd(self, initial: int = 10) -> int | None:
+        """The window the next send starts with: ``cwnd`` itself, or, after an idle gap
+        longer than the RTO, what ``tcp_cwnd_restart`` leaves of it (halved once per RTO
+        of idle beyond the first, never below the initial window). Derived from the
+        measured cwnd, lastsnd and rto with the kernel's own formula."""
+        if self.cwnd is None:
+            return None
+        if not self.restart_pending or not self.rto_ms:
+            return self.cwnd
+        assert self.lastsnd_ms is not None
+        restart = min(initial, self.cwnd)
+        cwnd, delta = self.cwnd, self.lastsnd_ms
+        delta -= self.rto_ms
+        while delta > 0 and cwnd > restart:
+            cwnd >>= 1
+            delta -= self.rto_ms
+        return max(cwnd, restart)
 
     @property
     def cwnd_bytes(self) -> int | None:
@@ -69,6 +103,7 @@ def parse_ss(text: str, at: float) -> list[KernelSample]:
         rates = {m.group(1): float(m.group(2)) * _MULT[m.group(3)] for m in _RATE.finditer(line)}
         words = line.split()
         rtt = values.get("rtt")
+        retrans = values.get("retrans", "")
         samples.append(
             KernelSample(
                 at=at,
@@ -84,17 +119,26 @@ def parse_ss(text: str, at: float) -> list[KernelSample]:
                 send_q=int(socket_line[1]),
                 lastsnd_ms=_int(values, "lastsnd"),
                 delivery_rate_bps=rates.get("delivery_rate"),
+                rto_ms=_int(values, "rto"),
+                bytes_received=_int(values, "bytes_received"),
+                bytes_retrans=_int(values, "bytes_retrans"),
+                retrans_total=int(retrans.split("/")[1]) if "/" in retrans else 0,
             )
         )
         socket_line = None
     return samples
 
 
-def ss_command(port: int, prefix: Sequence[str] = (), *, peer: bool = False) -> list[str]:
+def ss_command(
+    port: int | Sequence[int], prefix: Sequence[str] = (), *, peer: bool = False
+) -> list[str]:
     """Established connections whose local port is ``port`` (the server's sockets), or with
-    ``peer`` whose remote port is (a client's sockets to that server)."""
+    ``peer`` whose remote port is (a client's sockets to that server). Several ports may be
+    given: one ss run then samples them all at the same instant."""
     which = "dport" if peer else "sport"
-    return [*prefix, "ss", "-tinH", "state", "established", f"( {which} = :{port} )"]
+    ports = [port] if isinstance(port, int) else list(port)
+    expr = " or ".join(f"{which} = :{p}" for p in ports)
+    return [*prefix, "ss", "-tinH", "state", "established", f"( {expr} )"]
 
 
 class WindowObserver:

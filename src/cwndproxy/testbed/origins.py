@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +97,14 @@ def start_demo_origin(tb: Testbed) -> OriginInfo:
     )
 
 
-def start_nginx(tb: Testbed, *, blob_size: int = BLOB_SIZE) -> OriginInfo:
+SINK_PORT = 8079
+
+
+def start_nginx(
+    tb: Testbed, *, blob_size: int = BLOB_SIZE, extra_tls_ports: Sequence[int] = ()
+) -> OriginInfo:
+    """nginx on H2C_PORT and TLS_PORT (plus ``extra_tls_ports``), serving ``/blob.bin`` and
+    the full-body upload sink ``/sink``."""
     directory = workdir(tb)
     cert, key = self_signed(directory, tb.origin_addr)
     nginx = NginxServer(
@@ -104,6 +112,8 @@ def start_nginx(tb: Testbed, *, blob_size: int = BLOB_SIZE) -> OriginInfo:
         host=tb.origin_addr,
         h2c_port=H2C_PORT,
         tls_port=TLS_PORT,
+        extra_tls_ports=extra_tls_ports,
+        sink_port=SINK_PORT,
         cert_file=cert,
         key_file=key,
         command_prefix=netns_exec(tb.origin_ns),

@@ -101,6 +101,14 @@ class UpstreamStream:
         self.remote_closed = False
         self.bytes_sent = 0
         self.bytes_received = 0
+        # What the response's first round trip carried: the bytes that arrived within
+        # ``flight_window`` (the session's minimum RTT) of the first DATA. A sender with
+        # window W sends W at once and waits an RTT for ACKs, so this reads min(W, BDP) of
+        # the *server's* window where we can see it. The warm-up engine uses it to verify
+        # that a held window is still there.
+        self.flight_window: float | None = session.min_rtt
+        self.first_data_at: float | None = None
+        self.first_rtt_bytes = 0
 
     @property
     def closed(self) -> bool:
@@ -167,6 +175,12 @@ class UpstreamStream:
     def _push(self, data: bytes, flow_controlled: int) -> None:
         self._chunks.append(_RxChunk(data, flow_controlled))
         self.bytes_received += len(data)
+        if self.flight_window is not None and data:
+            now = time.monotonic()
+            if self.first_data_at is None:
+                self.first_data_at = now
+            if now - self.first_data_at <= self.flight_window:
+                self.first_rtt_bytes += len(data)
         self._data_ready.set()
 
     def _end(self) -> None:
@@ -219,6 +233,9 @@ class H2Session(H2Endpoint):
         self.goaway_last_stream_id: int | None = None
         self.close_reason: str | None = None
         self.rtt: float | None = None
+        # The smallest PING RTT seen: the path's RTT without queueing (PINGs timed during a
+        # transfer also measure the queue it builds).
+        self.min_rtt: float | None = None
         self._on_close = on_close
         self._remote_settings_seen = False
         self._started = False
@@ -620,6 +637,8 @@ class H2Session(H2Endpoint):
         sent, fut = entry
         rtt = time.perf_counter() - sent
         self.rtt = rtt
+        if self.min_rtt is None or rtt < self.min_rtt:
+            self.min_rtt = rtt
         if not fut.done():
             fut.set_result(rtt)
 

@@ -1,39 +1,24 @@
-"""The warm-up controller: one per session, driving its workers through the state table.
+"""The warm-up controller: the asyncio driver of one session's ``WarmupCore``.
 
-RAMPING sends continuous dummy traffic paced to the per-connection target until the
-measured rate holds (or plateaus: "path-limited at X"); HOLDING sends one burst per
-interval, phase-staggered across the pool; a real stream on the session moves it to
-SERVING, where it starts no dummy data and cancels dummy downloads in flight (their data
-would queue ahead of the real response in the server's socket).
+The core (``warmup/core.py``) decides; this class only turns the world into events (PING
+answers, finished dummy jobs, real streams anywhere in the pool via the coordinator,
+timers, the session going away) and carries out the core's commands with the workers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
-from cwndproxy.metrics import TrafficKind
-from cwndproxy.pool import backoff_delay
-from cwndproxy.upstream.session import H2Session, SessionState, UpstreamError, UpstreamStream
-from cwndproxy.warmup.pacing import TokenBucket
-from cwndproxy.warmup.policy import (
-    RAMP_MAX_DWELLS,
-    TRANSITIONS,
-    BurstPlan,
-    RateSample,
-    WarmEvent,
-    WarmState,
-    estimated_rto,
-    next_state,
-    plan_bursts,
-    ramp_verdict,
-    stagger_offset,
-)
+from cwndproxy.upstream.session import H2Session, SessionState, UpstreamError
+from cwndproxy.upstream.tcpinfo import read_tcp_info
+from cwndproxy.warmup import messages as m
+from cwndproxy.warmup.coordinator import WarmupCoordinator
+from cwndproxy.warmup.core import CoreSettings, WarmupCore
+from cwndproxy.warmup.policy import BurstPlan, Flight, WarmState
 from cwndproxy.warmup.workers import (
     DownloadWorker,
     NoFreeSlot,
@@ -45,17 +30,14 @@ from cwndproxy.warmup.workers import (
 log = logging.getLogger(__name__)
 
 SAMPLE_PERIOD = 0.1
-# While a real transfer runs on *another* session of the pool, a holding session sends only
-# this much: enough that its server is never idle for an RTO (no restart from the initial
-# window), too little to compete with the real transfer for the shared bottleneck.
-KEEPALIVE_BURST = 16 * 1024
 
 
 @dataclass
 class WarmupSettings:
-    strategy: str  # burst | ping
+    strategy: str  # auto | burst | ping
     direction: str  # upload | download | both
-    target_bps: float
+    target_bps: float  # per connection
+    path_bps: float = 0.0  # the whole path; 0 = target_bps
     size_bytes: int = 0
     interval_ms: int = 0
     dwell: float = 2.0
@@ -78,26 +60,12 @@ class WarmupController:
         index: int = 0,
         pool_size: int = 1,
         clock: Callable[[], float] = time.monotonic,
-        pool_busy: Callable[[], bool] | None = None,
+        coordinator: WarmupCoordinator | None = None,
     ) -> None:
-        self.session = session
+        self._session = session
         self.settings = settings
-        # True while any session of the pool carries real traffic.
-        self._pool_busy = pool_busy or (lambda: False)
-        self.keepalive_bursts = 0
         self.index = index
-        self.pool_size = pool_size
         self._clock = clock
-        self.state = WarmState.CONNECTING
-        self.state_since = clock()
-        self.history: list[tuple[float, WarmState]] = [(self.state_since, self.state)]
-        self.plan: BurstPlan | None = None
-        self.path_limited_bps: float | None = None
-        self.throttled = 0
-        self.last_error: str | None = None
-        self.bursting = False
-        self.bursts = 0
-        self.rates: deque[RateSample] = deque(maxlen=200)
         s = settings
         self.download = (
             DownloadWorker(session, s.download_path, s.headers, s.supports_range)
@@ -109,50 +77,93 @@ class WarmupController:
             if s.direction in ("upload", "both") and s.upload_path
             else None
         )
-        self._wake = asyncio.Event()
+        self.core = WarmupCore(
+            CoreSettings(
+                strategy=s.strategy,
+                target_bps=s.target_bps,
+                path_bps=s.path_bps or s.target_bps,
+                download=self.download is not None,
+                upload=self.upload is not None,
+                size_bytes=s.size_bytes,
+                interval_ms=s.interval_ms,
+                dwell=s.dwell,
+                backoff_min=s.backoff_min,
+                backoff_max=s.backoff_max,
+            ),
+            now=clock(),
+            index=index,
+            pool_size=pool_size,
+        )
+        self._events: asyncio.Queue[m.Event] = asyncio.Queue()
+        self._jobs: dict[int, asyncio.Task[None]] = {}
+        self._aux: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
-        session.stream_listeners.append(self._on_stream)
+        self._last_state = self.core.state
+        self.coordinator = coordinator or WarmupCoordinator()
+        self.coordinator.add(self)
 
-    # -- state -----------------------------------------------------------------------
-    def fire(self, event: WarmEvent) -> None:
-        new = next_state(self.state, event)
-        if new is not self.state:
-            log.debug(
-                "session %d: %s -> %s (%s)", self.index, self.state.value, new.value, event.value
-            )
-            self.state = new
-            self.state_since = self._clock()
-            self.history.append((self.state_since, new))
-        self._wake.set()
+    # -- what the pool, the dashboard and the exporter read ------------------------------------
+    @property
+    def session(self) -> H2Session:
+        return self._session
 
-    def in_state(self, state: WarmState) -> bool:
-        # A method, not an inline comparison: awaits change the state under mypy's feet.
-        return self.state is state
+    @property
+    def state(self) -> WarmState:
+        return self.core.state
+
+    @property
+    def state_since(self) -> float:
+        return self.core.state_since
 
     @property
     def warm(self) -> bool:
-        return self.state in (WarmState.HOLDING, WarmState.SERVING)
+        return self.core.warm
 
-    def _on_stream(self, stream: UpstreamStream, opened: bool) -> None:
-        if stream.kind is not TrafficKind.REAL:
-            return
-        if opened and self.state in (WarmState.RAMPING, WarmState.HOLDING, WarmState.BACKOFF):
-            self.fire(WarmEvent.REAL_STARTED)
-            if self.download is not None:
-                # Real traffic first: stop the server from queueing more dummy bytes.
-                self.download.cancel_all()
-        elif not opened and self.session.real_active == 0:
-            self._wake.set()
+    @property
+    def dummy_active(self) -> bool:
+        return self.core.dummy_active
 
-    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def history(self) -> list[tuple[float, WarmState]]:
+        return list(self.core.history)
+
+    @property
+    def plan(self) -> BurstPlan | None:
+        return self.core.plan
+
+    @property
+    def bursts(self) -> int:
+        return self.core.bursts
+
+    @property
+    def keepalive_bursts(self) -> int:
+        return self.core.keepalive_bursts
+
+    @property
+    def throttled(self) -> int:
+        return self.core.throttled
+
+    @property
+    def path_limited_bps(self) -> float | None:
+        return self.core.path_limited_bps
+
+    @property
+    def last_error(self) -> str | None:
+        return self.core.last_error
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def post(self, event: m.Event) -> None:
+        self._events.put_nowait(event)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name=f"warmup-{self.index}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self.coordinator.remove(self)
+        tasks = [t for t in (self._task, *self._jobs.values(), *self._aux) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.upload is not None:
             self.upload.close()
         if self.download is not None:
@@ -163,62 +174,171 @@ class WarmupController:
             await self._run()
         except asyncio.CancelledError:
             raise
-        except UpstreamError as exc:
-            self.last_error = str(exc)
-            self._end()
-        except WarmupRejected as exc:
-            # e.g. 404 on the warm-up path: warm-up cannot work, the proxy still serves.
-            log.warning("warm-up of session %d stopped: %s", self.index, exc)
-            self.last_error = str(exc)
-            if (self.state, WarmEvent.FAILED) in TRANSITIONS:
-                self.fire(WarmEvent.FAILED)
         except Exception as exc:  # a bug must not kill the proxy; say it loudly
             log.exception("warm-up of session %d stopped", self.index)
-            self.last_error = f"internal error: {exc}"
-            if self.state is not WarmState.FAILED:
-                self.state = WarmState.FAILED
-
-    def _end(self) -> None:
-        draining = self.session.state is SessionState.DRAINING
-        event = WarmEvent.GOAWAY if draining else WarmEvent.FAILED
-        if (self.state, event) in TRANSITIONS:
-            self.fire(event)
+            self.core.last_error = f"internal error: {exc}"
+            self.core.state = WarmState.FAILED
+        finally:
+            self.coordinator.remove(self)
+            for task in [*self._jobs.values(), *self._aux]:
+                task.cancel()
 
     async def _run(self) -> None:
+        session = self._session
+        watcher = asyncio.get_running_loop().create_task(self._watch_session())
         sampler = asyncio.get_running_loop().create_task(self._sample_rates())
+        self._aux.update((watcher, sampler))
         try:
-            rtt = await self.session.ping()
-            self.plan = plan_bursts(
-                self.settings.target_bps, rtt, self.settings.size_bytes, self.settings.interval_ms
-            )
-            if self.settings.strategy == "ping":
-                self.fire(WarmEvent.CONNECTED)
-                self.fire(WarmEvent.PLATEAU)  # nothing to ramp: PINGs only keep what exists
-            else:
-                self.fire(WarmEvent.CONNECTED)
-            while not self.session.unusable.is_set():
-                state = self.state
-                if state is WarmState.RAMPING:
-                    await self._ramp()
-                elif state is WarmState.HOLDING:
-                    await self._hold()
-                elif state is WarmState.SERVING:
-                    await self._serve()
-                elif state is WarmState.BACKOFF:
-                    await self._backoff()
-                else:
-                    return
-            self._end()
+            try:
+                rtt = await session.ping()
+            except (UpstreamError, TimeoutError) as exc:
+                self._feed(m.SessionEnded(session.state is SessionState.DRAINING, str(exc)))
+                return
+            self._feed(m.Connected(session.min_rtt or rtt))
+            while self.core.state not in (WarmState.DRAINING, WarmState.FAILED):
+                wake = self.core.wake_at
+                event: m.Event
+                try:
+                    if wake is None:
+                        event = await self._events.get()
+                    else:
+                        async with asyncio.timeout(max(0.0, wake - self._clock())):
+                            event = await self._events.get()
+                except TimeoutError:
+                    event = m.TimerFired()
+                self._feed(event)
         finally:
-            sampler.cancel()
+            for task in (watcher, sampler):
+                task.cancel()
 
-    # -- measurements ------------------------------------------------------------------
+    async def _watch_session(self) -> None:
+        await self._session.unusable.wait()
+        draining = self._session.state is SessionState.DRAINING
+        self.post(m.SessionEnded(draining, self._session.close_reason or ""))
+
+    # -- events in, commands out ------------------------------------------------------------------
+    def _feed(self, event: m.Event) -> None:
+        for command in self.core.handle(event, self._clock()):
+            self._execute(command)
+        if self.core.state is not self._last_state:
+            log.debug(
+                "session %d: %s -> %s",
+                self.index,
+                self._last_state.value,
+                self.core.state.value,
+            )
+            if self.core.state is WarmState.FAILED and self.core.last_error:
+                log.warning("warm-up of session %d stopped: %s", self.index, self.core.last_error)
+            self._last_state = self.core.state
+
+    def _execute(self, command: m.Command) -> None:
+        if isinstance(command, m.StartDummy):
+            task = asyncio.get_running_loop().create_task(self._job(command))
+            self._jobs[command.job] = task
+        elif isinstance(command, m.CancelDummies):
+            for task in self._jobs.values():
+                task.cancel()
+            if self.download is not None:
+                # Real traffic first: stop the server from queueing more dummy bytes.
+                self.download.cancel_all()
+        elif isinstance(command, m.SendPing):
+            self._spawn(self._ping(command.timeout))
+        elif isinstance(command, m.RequestGrowSlot):
+            self.coordinator.request_grow(self)
+        elif isinstance(command, m.ReleaseGrowSlot):
+            self.coordinator.release_grow(self)
+        # WakeAt: the run loop reads core.wake_at.
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._aux.add(task)
+        task.add_done_callback(self._aux.discard)
+
+    async def _ping(self, timeout: float) -> None:
+        try:
+            rtt = await self._session.ping(timeout=timeout)
+        except (UpstreamError, TimeoutError):
+            self.post(m.PingMissed())
+        else:
+            self.post(m.PingAnswered(rtt))
+
+    # -- dummy jobs ------------------------------------------------------------------------------
+    async def _job(self, command: m.StartDummy) -> None:
+        job = command.job
+        try:
+            if command.purpose in (m.Purpose.GROW, m.Purpose.CHECK):
+                event: m.Event = await self._measured(job, command.size)
+            else:
+                received = await self._one_burst(command.size)
+                event = m.DummyDone(job, received)
+        except asyncio.CancelledError:
+            self.post(m.DummyFailed(job, m.Failure.CANCELLED))
+            raise
+        except Throttled as exc:
+            event = m.DummyFailed(job, m.Failure.THROTTLED, str(exc), exc.retry_after)
+        except WarmupRejected as exc:
+            event = m.DummyFailed(job, m.Failure.REJECTED, str(exc))
+        except NoFreeSlot:
+            event = m.DummyFailed(job, m.Failure.NO_SLOT)
+        except UpstreamError as exc:
+            lost = self._session.unusable.is_set()
+            event = m.DummyFailed(job, m.Failure.LOST if lost else m.Failure.CANCELLED, str(exc))
+        except Exception as exc:  # a bug: say it, and let the core know the job is over
+            log.exception("warm-up job of session %d failed", self.index)
+            event = m.DummyFailed(job, m.Failure.LOST, f"internal error: {exc}")
+        finally:
+            self._jobs.pop(job, None)
+        self.post(event)
+
+    async def _measured(self, job: int, size: int) -> m.DummyDone:
+        """A grow or check: a download whose first flight shows the server's window, then
+        (upload) a finite upload after which our own window is read from TCP_INFO."""
+        received, flight, sender = 0, None, None
+        if self.download is not None and size > 0:
+            fetched = await self.download.fetch(size)
+            received = fetched.received
+            if self._session.min_rtt is not None:
+                flight = Flight(fetched.first_rtt_bytes, fetched.received)
+        if self.upload is not None:
+            if size > 0:
+                await self.upload.post(size)
+            sender = self._sender_window()
+        return m.DummyDone(job, received, flight, sender)
+
+    def _sender_window(self) -> int | None:
+        sock = self._session.socket
+        if sock is None:
+            return None
+        try:
+            info = read_tcp_info(sock)
+        except OSError:
+            return None
+        return info.cwnd_bytes
+
+    async def _one_burst(self, size: int) -> int:
+        jobs = []
+        if self.download is not None:
+            jobs.append(self._fetch_bytes(size))
+        if self.upload is not None:
+            jobs.append(self.upload.send(size))
+        sent = 0
+        for result in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+            sent += result
+        return sent
+
+    async def _fetch_bytes(self, size: int) -> int:
+        assert self.download is not None
+        return (await self.download.fetch(size)).received
+
     async def _sample_rates(self) -> None:
-        """Received (download) or sent (upload) bytes per SAMPLE_PERIOD, both kinds: real
-        traffic warms the window as well as dummy traffic does."""
+        """Received (download) or sent (upload) bits per second, both traffic kinds: real
+        traffic warms the window as well as dummy traffic does. Only the burst ramp uses
+        them."""
 
         def total() -> tuple[int, int]:
-            c = self.session.counters
+            c = self._session.counters
             return c.dummy_rx + c.real_rx, c.dummy_tx + c.real_tx
 
         last_rx, last_tx = total()
@@ -228,152 +348,12 @@ class WarmupController:
             rx, tx = total()
             now = self._clock()
             dt = max(now - last, 1e-6)
-            rates = []
-            if self.download is not None:
-                rates.append((rx - last_rx) * 8 / dt)
-            if self.upload is not None:
-                rates.append((tx - last_tx) * 8 / dt)
-            if rates:
-                self.rates.append(RateSample(now, min(rates)))
+            if self.core.wants_rates:
+                rates = []
+                if self.download is not None:
+                    rates.append((rx - last_rx) * 8 / dt)
+                if self.upload is not None:
+                    rates.append((tx - last_tx) * 8 / dt)
+                if rates:
+                    self.post(m.RateSampled(min(rates)))
             last_rx, last_tx, last = rx, tx, now
-
-    # -- states ------------------------------------------------------------------------
-    async def _ramp(self) -> None:
-        """Paced continuous dummy traffic; up to two downloads in flight."""
-        assert self.plan is not None
-        chunk = self.plan.size_bytes
-        bucket = TokenBucket(self.settings.target_bps / 8, chunk, clock=self._clock)
-        self.rates.clear()
-        started = self._clock()
-        tasks: set[asyncio.Task[int]] = set()
-        try:
-            while self.state is WarmState.RAMPING and not self.session.unusable.is_set():
-                verdict = ramp_verdict(
-                    list(self.rates), self.settings.target_bps, self.settings.dwell
-                )
-                if verdict is not None:
-                    if verdict is WarmEvent.PLATEAU:
-                        self.path_limited_bps = self._recent_rate()
-                    self.fire(verdict)
-                    return
-                if self._clock() - started > max(5.0, RAMP_MAX_DWELLS * self.settings.dwell):
-                    self.path_limited_bps = self._recent_rate()
-                    self.fire(WarmEvent.PLATEAU)
-                    return
-                if len(tasks) < 2:
-                    await bucket.acquire(chunk)
-                    if not self.in_state(WarmState.RAMPING):
-                        return
-                    tasks.add(asyncio.get_running_loop().create_task(self._one_burst(chunk)))
-                done, tasks = await asyncio.wait(
-                    tasks, timeout=SAMPLE_PERIOD, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
-                    self._check_burst(task)
-        finally:
-            for task in tasks:
-                task.cancel()
-            # Collect what the cancelled bursts raised (a cancelled stream, usually).
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _recent_rate(self) -> float:
-        """Mean rate over the last dwell period: single 100 ms samples are too noisy to
-        report as what the path carries."""
-        if not self.rates:
-            return 0.0
-        horizon = self.rates[-1].at - max(self.settings.dwell, SAMPLE_PERIOD)
-        recent = [r.bps for r in self.rates if r.at >= horizon]
-        return sum(recent) / len(recent)
-
-    async def _one_burst(self, size: int) -> int:
-        sent = 0
-        jobs = []
-        if self.download is not None:
-            jobs.append(self.download.fetch(size))
-        if self.upload is not None:
-            jobs.append(self.upload.send(size))
-        for result in await asyncio.gather(*jobs, return_exceptions=True):
-            if isinstance(result, BaseException):
-                raise result
-            sent += result
-        return sent
-
-    def _check_burst(self, task: asyncio.Task[int]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is None or isinstance(exc, NoFreeSlot):
-            return
-        if isinstance(exc, Throttled):
-            self.throttled += 1
-            self.last_error = str(exc)
-            if self.state in (WarmState.RAMPING, WarmState.HOLDING):
-                self.fire(WarmEvent.THROTTLED)
-            return
-        if isinstance(exc, WarmupRejected):
-            self.last_error = str(exc)
-            raise exc
-        if isinstance(exc, UpstreamError):
-            # A cancelled dummy stream (real traffic arrived) or a lost session.
-            if self.session.unusable.is_set():
-                raise exc
-            return
-        raise exc
-
-    async def _hold(self) -> None:
-        """Wait for this session's phase, then one burst (or one PING)."""
-        assert self.plan is not None
-        interval = self.plan.interval
-        if self.settings.strategy == "ping":
-            # A PING answer is a send by the server: it refreshes its idle timer (no restart
-            # from the initial window). Whether the window also survives cwnd validation is
-            # measured by the benchmark, not assumed.
-            interval = 0.75 * estimated_rto(self.session.rtt or 0.1)
-        now = self._clock()
-        phase = stagger_offset(self.index, self.pool_size, interval)
-        wait = interval - ((now - phase) % interval)
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await self._wake.wait()
-                return  # state changed (real traffic, GOAWAY): re-dispatch
-        if self.state is not WarmState.HOLDING or self.session.real_active:
-            return
-        if self.settings.strategy == "ping":
-            with contextlib.suppress(UpstreamError, TimeoutError):
-                await self.session.ping(timeout=interval * 4)
-            return
-        size = self.plan.size_bytes
-        if self._pool_busy():
-            size = min(size, KEEPALIVE_BURST)
-            self.keepalive_bursts += 1
-        self.bursting = True
-        task = asyncio.get_running_loop().create_task(self._one_burst(size))
-        try:
-            await asyncio.wait({task})
-            self.bursts += 1
-            self._check_burst(task)
-        finally:
-            self.bursting = False
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-
-    async def _serve(self) -> None:
-        while self.session.real_active and not self.session.unusable.is_set():
-            self._wake.clear()
-            await self._wake.wait()
-        if not self.session.unusable.is_set():
-            self.fire(WarmEvent.REAL_ENDED)
-
-    async def _backoff(self) -> None:
-        delay = backoff_delay(
-            self.throttled - 1, self.settings.backoff_min, self.settings.backoff_max
-        )
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._wake.wait()
-                return
-        if self.state is WarmState.BACKOFF:
-            self.fire(WarmEvent.BACKOFF_OVER)

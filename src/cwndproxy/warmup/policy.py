@@ -1,18 +1,26 @@
-"""Warm-up decisions as plain data and pure functions: the state table, burst sizing,
-phase stagger and the end-of-ramp test. No I/O, no clocks: callers pass measurements in.
+"""Warm-up decisions as plain data and pure functions: the state table with its side
+effects, the PING hold interval, window targets and verdicts, burst sizing, phase stagger
+and the end-of-ramp test. No I/O, no clocks: callers pass measurements in.
 
-Why bursts look the way they do (Linux sender, ``tcp_slow_start_after_idle=1``):
-- Sending after an idle gap longer than one RTO (about RTT + 200 ms) restarts the window
-  from the initial window (``tcp_cwnd_restart``). So the server must send at least once per
-  RTO: the burst interval stays safely below RTT + 200 ms.
-- Every RTO in which the sender was not cwnd-limited, the window decays halfway towards
-  what was used (``tcp_cwnd_application_limited``). So the window settles near what each
-  burst uses: a burst of 0.75 BDP (of the per-connection target) holds ~0.75 BDP.
+Why a PING holds a Linux sender's window (measured on this project's testbed, see
+docs/WARMUP.md), ``tcp_slow_start_after_idle=1``, cubic or reno:
+- ``tcp_slow_start_after_idle_check`` (run when new data is queued) restarts the window
+  from the initial window if the sender has not sent for longer than one RTO
+  (``tcp_cwnd_restart``: halved once per RTO of idle). A PING answer is a send: it
+  refreshes the sender's last-send time (``tcp_event_data_sent``).
+- ``tcp_cwnd_validate`` (RFC 2861) shrinks an application-limited window halfway towards
+  what was used once the window has not been validated for an RTO
+  (``tcp_cwnd_application_limited``). But every ACK of new data runs ``tcp_cong_avoid``,
+  which re-stamps ``snd_cwnd_stamp`` even when cubic itself does not grow the window. The
+  ACK of a PING answer is such an ACK, so the decay never comes due either.
+So one PING answer per RTO, and its ACK, keep the whole window, for as long as the PINGs
+go on. The same holds for our own window on upload: our PING is our send, the server's
+ACK of it re-stamps ours. Congestion controls that own the whole loop (``cong_control``,
+e.g. BBR) skip both paths.
 
-Holding a window W costs W per RTO at least, i.e. RTT / (RTT + 200 ms) of the target rate
-for W = 1 BDP (29% at 80 ms). The defaults hold 0.75 BDP at 0.9 RTO spacing: ~24% at
-80 ms. A request then starts at 0.75 of the target rate and reaches it within an RTT or
-two instead of the ~log2(BDP / 14 KB) RTTs of a restart from the initial window.
+Bursts (strategy ``burst``, and ``auto``'s fallback when a check finds that PINGs do not
+hold on this upstream): a burst of 0.75 BDP every 0.9 RTO keeps a window of about that
+size, at a cost of ~RTT / (RTT + 200 ms) x 0.75 of the target rate (24% at 80 ms).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Linux's minimum RTO; the RTO is about srtt + max(4 * rttvar, 200 ms).
+# Linux's minimum RTO; the RTO is srtt + max(4 * rttvar, 200 ms) >= RTT + 200 ms.
 LINUX_RTO_MIN = 0.200
 # Fraction of the estimated RTO at which auto bursts are spaced: margin for RTT jitter and
 # for the request's one-way trip to the server.
@@ -30,12 +38,23 @@ AUTO_INTERVAL_FRACTION = 0.9
 # Burst size in BDPs of the per-connection target (see the module docstring).
 BURST_BDP_FACTOR = 0.75
 MIN_BURST_BYTES = 64 * 1024
+# PINGs go out every this fraction of the smallest possible RTO (min RTT + 200 ms): the
+# server's sends must never be an RTO apart, whatever the timer slip and path jitter.
+HOLD_PING_FRACTION = 0.5
+# A window counts as grown (or still held) when the first round trip of a response
+# carries at least this share of the target window.
+WINDOW_REACHED = 0.7
+# Below this share a held window counts as lost.
+WINDOW_LOST = 0.4
+# The grow phase stops after this many dummy fetches whatever the window reached.
+GROW_MAX_FETCHES = 6
+MIN_WINDOW_BYTES = 64 * 1024
 
 
 class WarmState(enum.Enum):
     CONNECTING = "connecting"
-    RAMPING = "ramping"  # continuous paced dummy traffic until the target rate holds
-    HOLDING = "holding"  # periodic bursts keep the window
+    RAMPING = "ramping"  # growing the window with dummy traffic
+    HOLDING = "holding"  # keeping the window: PINGs (auto, ping) or periodic bursts
     SERVING = "serving"  # real traffic on the session: no new dummy data
     BACKOFF = "backoff"  # the upstream throttled dummy requests (429/503)
     DRAINING = "draining"  # GOAWAY: no new streams
@@ -44,8 +63,10 @@ class WarmState(enum.Enum):
 
 class WarmEvent(enum.Enum):
     CONNECTED = "connected"
+    CONNECTED_HOLD = "connected_hold"  # connected, and nothing to grow (ping, or no path)
     TARGET_REACHED = "target_reached"
     PLATEAU = "plateau"
+    WINDOW_LOST = "window_lost"
     REAL_STARTED = "real_started"
     REAL_ENDED = "real_ended"
     THROTTLED = "throttled"
@@ -54,24 +75,46 @@ class WarmEvent(enum.Enum):
     FAILED = "failed"
 
 
-S, E = WarmState, WarmEvent
+class Action(enum.Enum):
+    """The side effect of entering a state through one transition."""
+
+    START_RAMP = "start_ramp"  # begin growing the window
+    START_HOLD = "start_hold"  # begin holding it (PING timer, bursts, checks)
+    SERVE = "serve"  # cancel dummy streams: their bytes would queue ahead of the response
+    BACK_OFF = "back_off"  # cancel dummy streams, wake up after the back-off delay
+    STOP = "stop"  # cancel everything; the session is going away
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: WarmState
+    action: Action
+
+
+S, E, A = WarmState, WarmEvent, Action
 _ACTIVE = (S.RAMPING, S.HOLDING, S.SERVING, S.BACKOFF)
 
-# Every allowed transition. Anything not listed is a bug and raises.
-TRANSITIONS: dict[tuple[WarmState, WarmEvent], WarmState] = {
-    (S.CONNECTING, E.CONNECTED): S.RAMPING,
-    (S.CONNECTING, E.FAILED): S.FAILED,
-    (S.RAMPING, E.TARGET_REACHED): S.HOLDING,
-    (S.RAMPING, E.PLATEAU): S.HOLDING,
-    (S.RAMPING, E.REAL_STARTED): S.SERVING,
-    (S.HOLDING, E.REAL_STARTED): S.SERVING,
-    (S.SERVING, E.REAL_ENDED): S.HOLDING,
-    (S.RAMPING, E.THROTTLED): S.BACKOFF,
-    (S.HOLDING, E.THROTTLED): S.BACKOFF,
-    (S.BACKOFF, E.BACKOFF_OVER): S.RAMPING,
-    (S.BACKOFF, E.REAL_STARTED): S.SERVING,
-    **{(state, E.GOAWAY): S.DRAINING for state in (S.CONNECTING, *_ACTIVE)},
-    **{(state, E.FAILED): S.FAILED for state in (*_ACTIVE, S.DRAINING)},
+# Every allowed transition and its side effect. Anything not listed is a bug and raises.
+TRANSITIONS: dict[tuple[WarmState, WarmEvent], Transition] = {
+    (S.CONNECTING, E.CONNECTED): Transition(S.RAMPING, A.START_RAMP),
+    (S.CONNECTING, E.CONNECTED_HOLD): Transition(S.HOLDING, A.START_HOLD),
+    (S.RAMPING, E.TARGET_REACHED): Transition(S.HOLDING, A.START_HOLD),
+    (S.RAMPING, E.PLATEAU): Transition(S.HOLDING, A.START_HOLD),
+    (S.HOLDING, E.WINDOW_LOST): Transition(S.RAMPING, A.START_RAMP),
+    (S.RAMPING, E.REAL_STARTED): Transition(S.SERVING, A.SERVE),
+    (S.HOLDING, E.REAL_STARTED): Transition(S.SERVING, A.SERVE),
+    (S.BACKOFF, E.REAL_STARTED): Transition(S.SERVING, A.SERVE),
+    (S.SERVING, E.REAL_ENDED): Transition(S.HOLDING, A.START_HOLD),
+    # A real response showed the window gone: grow it again once the session is free.
+    (S.SERVING, E.WINDOW_LOST): Transition(S.RAMPING, A.START_RAMP),
+    (S.RAMPING, E.THROTTLED): Transition(S.BACKOFF, A.BACK_OFF),
+    (S.HOLDING, E.THROTTLED): Transition(S.BACKOFF, A.BACK_OFF),
+    (S.BACKOFF, E.BACKOFF_OVER): Transition(S.RAMPING, A.START_RAMP),
+    **{(state, E.GOAWAY): Transition(S.DRAINING, A.STOP) for state in (S.CONNECTING, *_ACTIVE)},
+    **{
+        (state, E.FAILED): Transition(S.FAILED, A.STOP)
+        for state in (S.CONNECTING, *_ACTIVE, S.DRAINING)
+    },
 }
 
 
@@ -79,13 +122,69 @@ class InvalidTransition(Exception):
     pass
 
 
-def next_state(state: WarmState, event: WarmEvent) -> WarmState:
+def transition(state: WarmState, event: WarmEvent) -> Transition:
     try:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise InvalidTransition(f"{event.value} is not valid in state {state.value}") from None
 
 
+def next_state(state: WarmState, event: WarmEvent) -> WarmState:
+    return transition(state, event).state
+
+
+# -- holding with PINGs ------------------------------------------------------------------
+def estimated_rto(rtt: float) -> float:
+    """The smallest RTO a Linux sender can have on this path."""
+    return rtt + LINUX_RTO_MIN
+
+
+def hold_ping_interval(min_rtt: float) -> float:
+    """PING period that keeps the server's sends less than one RTO apart. From the
+    *minimum* RTT: a PING timed while a transfer fills the queue measures queueing too, and
+    an RTO estimated from it would let the real RTO expire between PINGs."""
+    return HOLD_PING_FRACTION * estimated_rto(min_rtt)
+
+
+# -- windows ---------------------------------------------------------------------------------
+def target_window(target_bps: float, rtt: float) -> int:
+    """The window that fills the target rate: one bandwidth-delay product, in bytes."""
+    return max(MIN_WINDOW_BYTES, math.ceil(target_bps / 8 * rtt))
+
+
+@dataclass(frozen=True)
+class Flight:
+    """What the first round trip of a response carried: the bytes that arrived within one
+    (minimum) RTT of the first byte. A sender with window W sends W at once, and the next
+    flight waits for the ACKs, so this is min(W, BDP), read where the response lands."""
+
+    first_rtt_bytes: int
+    total_bytes: int
+
+
+class WindowVerdict(enum.Enum):
+    HELD = "held"
+    LOST = "lost"
+    UNKNOWN = "unknown"  # the response was too small to show the window
+
+
+def window_verdict(flight: Flight, window: int) -> WindowVerdict:
+    """Was a window of ``window`` bytes in place when this response started?"""
+    # A response smaller than the window ends inside its first flight: it cannot tell a
+    # full window from one just big enough for it.
+    shown = min(window, flight.total_bytes)
+    if flight.total_bytes < window * WINDOW_REACHED:
+        return WindowVerdict.UNKNOWN
+    if flight.first_rtt_bytes >= WINDOW_LOST * shown:
+        return WindowVerdict.HELD
+    return WindowVerdict.LOST
+
+
+def grown(first_rtt_bytes: int, window: int) -> bool:
+    return first_rtt_bytes >= WINDOW_REACHED * window
+
+
+# -- bursts ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BurstPlan:
     size_bytes: int
@@ -94,10 +193,6 @@ class BurstPlan:
     def share_of(self, target_bps: float) -> float:
         """Dummy traffic while holding as a share of the target rate."""
         return self.size_bytes * 8 / self.interval / target_bps
-
-
-def estimated_rto(rtt: float) -> float:
-    return rtt + LINUX_RTO_MIN
 
 
 def plan_bursts(
@@ -117,6 +212,11 @@ def plan_bursts(
 def stagger_offset(index: int, count: int, interval: float) -> float:
     """Spread burst phases over the interval so most sessions are quiet at any moment."""
     return (index % max(count, 1)) * interval / max(count, 1)
+
+
+def next_phase(now: float, phase: float, interval: float) -> float:
+    """The next time after ``now`` that is ``phase`` modulo ``interval``."""
+    return now + interval - ((now - phase) % interval)
 
 
 @dataclass(frozen=True)
@@ -159,3 +259,11 @@ def ramp_verdict(
         if mean_recent < reach * target_bps and mean_recent <= mean_earlier * (1 + growth):
             return WarmEvent.PLATEAU
     return None
+
+
+def mean_rate(samples: Sequence[RateSample], horizon: float) -> float:
+    """Mean of the samples of the last ``horizon`` seconds (0 without samples)."""
+    if not samples:
+        return 0.0
+    recent = [s.bps for s in samples if s.at >= samples[-1].at - horizon]
+    return sum(recent) / len(recent)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cwndproxy.metrics import TrafficKind
 from cwndproxy.upstream.session import H2Session, UpstreamError, UpstreamStream
@@ -64,6 +65,14 @@ def _check_status(status: int, headers: Sequence[tuple[bytes, bytes]], what: str
         raise WarmupRejected(f"{what} answered {status}")
 
 
+@dataclass(frozen=True)
+class Fetched:
+    received: int
+    # Bytes that arrived within one minimum RTT of the first byte (the server's window
+    # as far as one round trip shows it); 0 when the RTT is not known yet.
+    first_rtt_bytes: int
+
+
 class DownloadWorker:
     def __init__(
         self,
@@ -82,8 +91,8 @@ class DownloadWorker:
         self.active: set[UpstreamStream] = set()
         self.cancelled = 0
 
-    async def fetch(self, size: int) -> int:
-        """One dummy download of ``size`` bytes; returns the bytes received."""
+    async def fetch(self, size: int) -> Fetched:
+        """One dummy download of ``size`` bytes."""
         _check_slot(self.session)
         headers = list(self.headers)
         if self.supports_range and self.range_honoured is not False:
@@ -103,7 +112,7 @@ class DownloadWorker:
                 # socket still arrives and is discarded; h2 returns the window.
                 stream.cancel()
                 self.cancelled += 1
-            return got
+            return Fetched(got, stream.first_rtt_bytes)
         except BaseException:
             stream.cancel()
             raise
@@ -159,6 +168,29 @@ class UploadWorker:
         if self.stream is stream:
             self.stream = None
         stream.cancel()
+
+    async def post(self, size: int) -> int:
+        """One finite dummy upload: ``size`` bytes in its own request, then the answer.
+        The answer comes after the server took the last byte, so our window has seen the
+        ACKs of the whole body when this returns."""
+        _check_slot(self.session)
+        stream = await self.session.open_stream(
+            self.method, self.path, list(self.headers), end_stream=False, kind=TrafficKind.DUMMY
+        )
+        try:
+            sent = 0
+            while sent < size:
+                n = min(size - sent, len(_ZEROS))
+                await stream.send(_ZEROS[:n])
+                sent += n
+            await stream.end()
+            response = await stream.receive_response(30.0)
+            _check_status(response.status, response.headers, f"{self.method} {self.path}")
+            await stream.read_up_to(1 << 20)
+            return sent
+        except BaseException:
+            stream.cancel()
+            raise
 
     async def send(self, size: int) -> int:
         """Send ``size`` dummy bytes on the long-lived upload, opening it if needed."""

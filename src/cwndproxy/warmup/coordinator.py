@@ -1,0 +1,115 @@
+"""Warm-up across the pool: what one session's controller must know about the others.
+
+- Real traffic anywhere in the pool is reported to every controller: ``auto`` pauses its
+  grows and checks while any real transfer runs (they would share the bottleneck with it),
+  ``burst`` shrinks its bursts to keep-alives.
+- One session grows its window at a time (the grow slot, first come first served), so a
+  grow gets the whole path and reaches one path BDP instead of a share of it.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Protocol
+
+from cwndproxy.metrics import TrafficKind
+from cwndproxy.upstream.session import H2Session, UpstreamStream
+from cwndproxy.warmup import messages as m
+from cwndproxy.warmup.policy import Flight
+
+
+class Member(Protocol):
+    """A controller as the coordinator sees it."""
+
+    @property
+    def session(self) -> H2Session: ...
+
+    def post(self, event: m.Event) -> None: ...
+
+
+def flight_of(stream: UpstreamStream) -> Flight | None:
+    if stream.flight_window is None or stream.bytes_received == 0:
+        return None
+    return Flight(stream.first_rtt_bytes, stream.bytes_received)
+
+
+class WarmupCoordinator:
+    def __init__(self) -> None:
+        self.members: list[Member] = []
+        self._real: collections.Counter[int] = collections.Counter()  # id(session) -> streams
+        self._sessions: set[int] = set()
+        self._grow_owner: Member | None = None
+        self._grow_queue: collections.deque[Member] = collections.deque()
+
+    # -- membership -------------------------------------------------------------------------
+    def watch(self, session: H2Session) -> None:
+        """Follow a session's real streams (once per session)."""
+        if id(session) in self._sessions:
+            return
+        self._sessions.add(id(session))
+
+        def on_stream(stream: UpstreamStream, opened: bool) -> None:
+            self._on_stream(session, stream, opened)
+
+        session.stream_listeners.append(on_stream)
+
+    def add(self, member: Member) -> None:
+        self.watch(member.session)
+        self.members.append(member)
+        # Real streams already running elsewhere: the newcomer must not grow beside them.
+        for key, count in self._real.items():
+            for _ in range(count):
+                member.post(m.RealStarted(here=key == id(member.session)))
+
+    def remove(self, member: Member) -> None:
+        if member in self.members:
+            self.members.remove(member)
+        self.release_grow(member)
+
+    @property
+    def real_streams(self) -> int:
+        return sum(self._real.values())
+
+    def _on_stream(self, session: H2Session, stream: UpstreamStream, opened: bool) -> None:
+        if stream.kind is not TrafficKind.REAL:
+            return
+        key = id(session)
+        if opened:
+            self._real[key] += 1
+        else:
+            self._real[key] -= 1
+            if self._real[key] <= 0:
+                del self._real[key]
+        for member in list(self.members):
+            here = member.session is session
+            if opened:
+                member.post(m.RealStarted(here=here))
+            else:
+                member.post(m.RealEnded(here=here, flight=flight_of(stream) if here else None))
+
+    # -- the grow slot ------------------------------------------------------------------------
+    def request_grow(self, member: Member) -> None:
+        if self._grow_owner is member or member in self._grow_queue:
+            return
+        if self._grow_owner is None:
+            self._grow_owner = member
+            member.post(m.GrowSlotGranted())
+        else:
+            self._grow_queue.append(member)
+
+    def release_grow(self, member: Member) -> None:
+        if member in self._grow_queue:
+            self._grow_queue.remove(member)
+        if self._grow_owner is not member:
+            return
+        self._grow_owner = None
+        while self._grow_queue:
+            nxt = self._grow_queue.popleft()
+            if nxt in self.members:
+                self._grow_owner = nxt
+                nxt.post(m.GrowSlotGranted())
+                return
+
+    @property
+    def grow_owner(self) -> Member | None:
+        return self._grow_owner

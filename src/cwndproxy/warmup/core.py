@@ -1,0 +1,599 @@
+"""The warm-up controller's decisions, without I/O: ``handle(event, now) -> commands``.
+
+One core per upstream session. The asyncio driver (``warmup/controller.py``) feeds it
+events (connected, a real stream started or ended anywhere in the pool, a dummy job done,
+a PING answered, a timer) and carries out what it returns (start a dummy job, cancel
+dummies, send a PING, wake me at T). Tests script events and read commands; no sockets,
+no sleeps.
+
+Strategies:
+- ``auto`` (default): grow the window once to one BDP of the target (one session of the
+  pool at a time, dummy fetches sized to the window, measured by what the next fetch's
+  first round trip carries); hold it with PINGs less than one RTO apart; verify the hold
+  (a check fetch a few RTOs after the first hold, then rarely, and every real response
+  large enough to show it); grow again when the window is gone; if a check finds that
+  PINGs do not hold on this upstream, hold with bursts instead.
+- ``ping``: hold with PINGs only; never send dummy data.
+- ``burst`` (the original spec): paced continuous dummy traffic until the target rate holds,
+  then a burst every interval.
+Real traffic always comes first: a real stream on a session stops its dummy traffic, and
+auto's grows and checks wait until the whole pool is free of real traffic.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cwndproxy.warmup import messages as m
+from cwndproxy.warmup.pacing import TokenBucket
+from cwndproxy.warmup.policy import (
+    GROW_MAX_FETCHES,
+    RAMP_MAX_DWELLS,
+    RAMP_REACH,
+    WINDOW_LOST,
+    Action,
+    BurstPlan,
+    RateSample,
+    WarmEvent,
+    WarmState,
+    WindowVerdict,
+    estimated_rto,
+    grown,
+    hold_ping_interval,
+    mean_rate,
+    next_phase,
+    plan_bursts,
+    ramp_verdict,
+    stagger_offset,
+    target_window,
+    transition,
+    window_verdict,
+)
+
+# While a real transfer runs on *another* session of the pool, a holding ``burst`` session
+# sends only this much: enough that its server is never idle for an RTO, too little to
+# compete with the real transfer for the shared bottleneck.
+KEEPALIVE_BURST = 16 * 1024
+# Verification checks may cost at most this share of the path rate (pool-wide).
+CHECK_BUDGET = 0.01
+MIN_CHECK_INTERVAL = 60.0
+# The first check comes this many RTOs after the first hold: a window that PINGs do not
+# keep is long gone by then.
+FIRST_CHECK_RTOS = 8
+MIN_FIRST_CHECK = 2.0
+# A lost window found this many times in a row, with PINGs going out, means PINGs do not
+# hold on this upstream: hold with bursts.
+FALLBACK_AFTER_LOSSES = 2
+HISTORY = 64
+NO_SLOT_RETRY = 1.0
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    strategy: str  # auto | burst | ping
+    target_bps: float  # per-connection target rate
+    path_bps: float  # the whole path (for the check budget)
+    download: bool  # dummy downloads possible (a download path is configured)
+    upload: bool  # dummy uploads possible
+    size_bytes: int = 0  # burst size; 0 = auto
+    interval_ms: int = 0  # burst interval; 0 = auto
+    dwell: float = 2.0
+    backoff_min: float = 1.0
+    backoff_max: float = 60.0
+
+
+def backoff_delay(
+    attempt: int, minimum: float, maximum: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Exponential back-off with "equal jitter": half the step fixed, half random.
+    ``attempt`` counts consecutive failures from 0."""
+    step = min(maximum, minimum * float(2 ** min(attempt, 30)))
+    return step / 2 + rand() * step / 2
+
+
+class WarmupCore:
+    def __init__(
+        self,
+        settings: CoreSettings,
+        *,
+        now: float,
+        index: int = 0,
+        pool_size: int = 1,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.pool_size = pool_size
+        self._rand = rand
+        self.now = now
+        self.state = WarmState.CONNECTING
+        self.state_since = now
+        self.history: deque[tuple[float, WarmState]] = deque([(now, self.state)], maxlen=HISTORY)
+        self.min_rtt: float | None = None
+        self.window = 0  # the target window, bytes
+        self.plan: BurstPlan | None = None
+        # Real streams on this session, and in the whole pool (this one included).
+        self.real_here = 0
+        self.real_pool = 0
+        # Dummy jobs in flight: job id -> purpose.
+        self.jobs: dict[int, m.Purpose] = {}
+        self._next_job = 1
+        # Timers (absolute, None = off).
+        self._ping_at: float | None = None
+        self._burst_at: float | None = None
+        self._check_at: float | None = None
+        self._backoff_until: float | None = None
+        self._ramp_next: float | None = None
+        self._ramp_deadline: float | None = None
+        self._grow_retry_at: float | None = None
+        self._wake_at: float | None = None
+        # Ramp (burst strategy).
+        self.rates: deque[RateSample] = deque(maxlen=200)
+        self._bucket: TokenBucket | None = None
+        # Grow and verification (auto).
+        self._slot_requested = False
+        self._slot_held = False
+        self.grow_fetches = 0
+        self.grown_once = False
+        self.verified: bool | None = None  # does the held window survive? None: unknown
+        self.lost_streak = 0
+        self.fallback_bursts = False  # PINGs do not hold here: bursts instead
+        self.window_seen: int | None = None  # last first-flight (or sender window), bytes
+        self.window_reached: int | None = None  # set when growing stopped short
+        self._lost_pending = False
+        # The upstream refused the warm-up path (e.g. 404): auto then only holds.
+        self.grow_rejected = False
+        # Counters and notes (dashboard, tests).
+        self.bursts = 0
+        self.keepalive_bursts = 0
+        self.grows = 0
+        self.checks = 0
+        self.pings = 0
+        self.pings_missed = 0
+        self.throttled = 0  # consecutive throttled dummy requests
+        self.path_limited_bps: float | None = None
+        self.last_error: str | None = None
+        self._out: list[m.Command] = []
+
+    # -- views ------------------------------------------------------------------------------
+    @property
+    def warm(self) -> bool:
+        return self.state in (WarmState.HOLDING, WarmState.SERVING)
+
+    @property
+    def dummy_active(self) -> bool:
+        """Dummy data in flight: a request here would queue behind it at the server."""
+        return bool(self.jobs)
+
+    @property
+    def wants_rates(self) -> bool:
+        return self.settings.strategy == "burst" and self.state is WarmState.RAMPING
+
+    @property
+    def wake_at(self) -> float | None:
+        return self._wake_at
+
+    @property
+    def holds_with_pings(self) -> bool:
+        s = self.settings.strategy
+        return s == "ping" or (s == "auto" and not self.fallback_bursts)
+
+    @property
+    def holds_with_bursts(self) -> bool:
+        s = self.settings.strategy
+        return s == "burst" or (s == "auto" and self.fallback_bursts)
+
+    @property
+    def can_grow(self) -> bool:
+        return (self.settings.download or self.settings.upload) and not self.grow_rejected
+
+    # -- the one entry point --------------------------------------------------------------------
+    def handle(self, event: m.Event, now: float) -> list[m.Command]:
+        self.now = now
+        self._out = []
+        handler = getattr(self, f"_on_{type(event).__name__}")
+        handler(event)
+        self._run_timers()
+        self._schedule()
+        out, self._out = self._out, []
+        return out
+
+    # -- transitions ------------------------------------------------------------------------
+    def _fire(self, event: WarmEvent) -> None:
+        step = transition(self.state, event)
+        if step.state is not self.state:
+            self.state = step.state
+            self.state_since = self.now
+            self.history.append((self.now, step.state))
+        {
+            Action.START_RAMP: self._start_ramp,
+            Action.START_HOLD: self._start_hold,
+            Action.SERVE: self._serve,
+            Action.BACK_OFF: self._back_off,
+            Action.STOP: self._stop,
+        }[step.action]()
+
+    def _start_ramp(self) -> None:
+        if self.real_here:
+            # Real traffic got here first (e.g. while connecting): it has priority.
+            self._fire(WarmEvent.REAL_STARTED)
+            return
+        if self.settings.strategy == "burst":
+            assert self.plan is not None
+            self.rates.clear()
+            self._bucket = TokenBucket(
+                self.settings.target_bps / 8, self.plan.size_bytes, clock=lambda: self.now
+            )
+            self._ramp_next = self.now
+            self._ramp_deadline = self.now + max(5.0, RAMP_MAX_DWELLS * self.settings.dwell)
+            return
+        self.grow_fetches = 0
+        self.window_reached = None
+        if not self._slot_held and not self._slot_requested:
+            self._slot_requested = True
+            self._out.append(m.RequestGrowSlot())
+        self._maybe_grow()
+
+    def _start_hold(self) -> None:
+        self._release_slot()
+        self._ramp_next = self._ramp_deadline = None
+        if self.real_here:
+            self._fire(WarmEvent.REAL_STARTED)
+            return
+        if self.holds_with_pings and self._ping_at is None:
+            self._ping_at = self.now + hold_ping_interval(self._rtt)
+        if self.holds_with_bursts:
+            assert self.plan is not None
+            phase = stagger_offset(self.index, self.pool_size, self.plan.interval)
+            self._burst_at = next_phase(self.now, phase, self.plan.interval)
+        if self.settings.strategy == "auto" and self.can_grow and self._check_at is None:
+            self._check_at = self.now + self._first_check_delay()
+
+    def _serve(self) -> None:
+        self._cancel_dummies()
+        self._burst_at = None
+        self._ramp_next = self._ramp_deadline = None
+        self._release_slot()
+
+    def _back_off(self) -> None:
+        self._cancel_dummies()
+        self._release_slot()
+
+    def _stop(self) -> None:
+        self._cancel_dummies()
+        self._release_slot()
+        self._ping_at = self._burst_at = self._check_at = None
+        self._backoff_until = self._ramp_next = self._ramp_deadline = None
+        self._grow_retry_at = None
+
+    # -- events ----------------------------------------------------------------------------
+    def _on_Connected(self, event: m.Connected) -> None:
+        self.min_rtt = event.rtt
+        self._sizes()
+        if self.settings.strategy == "ping" or not self.can_grow:
+            # Nothing to grow with: hold what real traffic grows.
+            self._fire(WarmEvent.CONNECTED_HOLD)
+        else:
+            self._fire(WarmEvent.CONNECTED)
+
+    def _on_TimerFired(self, event: m.TimerFired) -> None:
+        pass  # _run_timers does the work
+
+    def _on_RateSampled(self, event: m.RateSampled) -> None:
+        if not self.wants_rates:
+            return
+        self.rates.append(RateSample(self.now, event.bps))
+        verdict = ramp_verdict(list(self.rates), self.settings.target_bps, self.settings.dwell)
+        if verdict is not None:
+            self._end_ramp(verdict)
+
+    def _on_RealStarted(self, event: m.RealStarted) -> None:
+        self.real_pool += 1
+        if event.here:
+            self.real_here += 1
+            if self.state in (WarmState.RAMPING, WarmState.HOLDING, WarmState.BACKOFF):
+                self._fire(WarmEvent.REAL_STARTED)
+        elif self.settings.strategy == "auto" and self.jobs:
+            # A grow or check here would take bandwidth from the real transfer elsewhere.
+            self._cancel_dummies()
+
+    def _on_RealEnded(self, event: m.RealEnded) -> None:
+        self.real_pool = max(0, self.real_pool - 1)
+        if not event.here:
+            self._maybe_grow()
+            return
+        self.real_here = max(0, self.real_here - 1)
+        if self.settings.strategy == "auto" and event.flight is not None and self.window:
+            verdict = window_verdict(event.flight, self.window)
+            if verdict is WindowVerdict.HELD:
+                self._window_held(event.flight.first_rtt_bytes)
+            elif verdict is WindowVerdict.LOST:
+                self._window_lost(event.flight.first_rtt_bytes)
+        if self.state is WarmState.SERVING and self.real_here == 0:
+            regrow = self.settings.strategy == "auto" and self.can_grow
+            regrow = regrow and (self._lost_pending or not self.grown_once)
+            self._lost_pending = False
+            self._fire(WarmEvent.WINDOW_LOST if regrow else WarmEvent.REAL_ENDED)
+        elif self.real_pool == 0:
+            self._maybe_grow()
+
+    def _on_DummyDone(self, event: m.DummyDone) -> None:
+        purpose = self.jobs.pop(event.job, None)
+        self.throttled = 0
+        if purpose is m.Purpose.BURST:
+            self.bursts += 1
+        elif purpose is m.Purpose.GROW:
+            self._grow_done(event)
+        elif purpose is m.Purpose.CHECK:
+            self._check_done(event)
+
+    def _on_DummyFailed(self, event: m.DummyFailed) -> None:
+        purpose = self.jobs.pop(event.job, None)
+        if event.failure is m.Failure.THROTTLED:
+            self.throttled += 1
+            self.last_error = event.detail
+            delay = event.retry_after
+            if delay is None or delay < 0:
+                s = self.settings
+                delay = backoff_delay(self.throttled - 1, s.backoff_min, s.backoff_max, self._rand)
+            self._backoff_until = self.now + min(delay, self.settings.backoff_max)
+            if self.state in (WarmState.RAMPING, WarmState.HOLDING):
+                self._fire(WarmEvent.THROTTLED)
+        elif event.failure is m.Failure.REJECTED:
+            self.last_error = event.detail
+            if self.settings.strategy == "auto":
+                # Growing cannot work, holding still can: keep what real traffic grows.
+                self.grow_rejected = True
+                self._check_at = None
+                if self.state is WarmState.RAMPING:
+                    self._fire(WarmEvent.PLATEAU)
+            elif self.state not in (WarmState.DRAINING, WarmState.FAILED):
+                self._fire(WarmEvent.FAILED)
+        elif event.failure is m.Failure.NO_SLOT and purpose is m.Purpose.CHECK:
+            self._check_at = self.now + NO_SLOT_RETRY
+        elif event.failure is m.Failure.NO_SLOT and purpose is m.Purpose.GROW:
+            # The upstream allows so few streams that dummy traffic would block a real
+            # request: count the attempt, try again later, give up after a few.
+            self.grow_fetches += 1
+            if self.grow_fetches >= GROW_MAX_FETCHES and self.state is WarmState.RAMPING:
+                self.last_error = "no free stream slot for warm-up traffic"
+                self._fire(WarmEvent.PLATEAU)
+            else:
+                self._grow_retry_at = self.now + NO_SLOT_RETRY
+        # CANCELLED and LOST: a grow resumes when the pool is idle again (_maybe_grow); a
+        # lost session is reported by SessionEnded.
+
+    def _on_PingAnswered(self, event: m.PingAnswered) -> None:
+        self.pings += 1
+        if self.min_rtt is None or event.rtt < self.min_rtt:
+            self.min_rtt = event.rtt
+            self._sizes()
+
+    def _on_PingMissed(self, event: m.PingMissed) -> None:
+        self.pings_missed += 1
+        if self.settings.strategy == "auto" and self.can_grow and self.grown_once:
+            # No answer: the server may have been silent for an RTO. Look at once.
+            self._check_at = self.now
+
+    def _on_GrowSlotGranted(self, event: m.GrowSlotGranted) -> None:
+        self._slot_requested = False
+        self._slot_held = True
+        if self.state is not WarmState.RAMPING or self.settings.strategy != "auto":
+            self._release_slot()
+            return
+        self._maybe_grow()
+
+    def _on_SessionEnded(self, event: m.SessionEnded) -> None:
+        if self.state in (WarmState.DRAINING, WarmState.FAILED):
+            return
+        self.last_error = self.last_error or event.reason or None
+        self._fire(WarmEvent.GOAWAY if event.draining else WarmEvent.FAILED)
+
+    # -- auto: grow and verify ----------------------------------------------------------------
+    def _maybe_grow(self) -> None:
+        """Start the next grow fetch when this session holds the grow slot, no real traffic
+        runs anywhere in the pool and no grow is in flight."""
+        if (
+            self.settings.strategy != "auto"
+            or self.state is not WarmState.RAMPING
+            or not self._slot_held
+            or self.real_pool
+            or self.jobs
+            or (self._grow_retry_at is not None and self.now < self._grow_retry_at)
+        ):
+            return
+        self._grow_retry_at = None
+        self.grows += 1
+        self._start_job(self.window, m.Purpose.GROW)
+
+    def _grow_done(self, event: m.DummyDone) -> None:
+        self.grow_fetches += 1
+        shown = self._shown(event)
+        if shown is not None:
+            self.window_seen = shown
+        if self.state is not WarmState.RAMPING:
+            return
+        if shown is not None and grown(shown, self.window):
+            self.grown_once = True
+            self.path_limited_bps = None
+            self._fire(WarmEvent.TARGET_REACHED)
+        elif self.grow_fetches >= GROW_MAX_FETCHES:
+            # The window did not reach the target: the path (or the upstream) is slower
+            # than the target. Hold what there is and say so.
+            self.grown_once = True
+            self.window_reached = shown
+            if shown is not None and self.min_rtt:
+                self.path_limited_bps = shown * 8 / self.min_rtt
+            self._fire(WarmEvent.PLATEAU)
+        else:
+            self._maybe_grow()
+
+    def _check_done(self, event: m.DummyDone) -> None:
+        self.checks += 1
+        shown = self._shown(event)
+        if shown is None:
+            self._check_at = self.now + self._check_interval()
+            return
+        self.window_seen = shown
+        if shown >= WINDOW_LOST * self.window:
+            self._window_held(shown)
+        else:
+            self._window_lost(shown, from_check=True)
+            if self.state is WarmState.HOLDING:
+                self._lost_pending = False
+                self._fire(WarmEvent.WINDOW_LOST)
+
+    def _shown(self, event: m.DummyDone) -> int | None:
+        """The window a dummy job saw: the first flight of its download, or our own
+        window after its upload (the smaller when both ran)."""
+        seen = []
+        if event.flight is not None and event.flight.total_bytes >= 0.7 * self.window:
+            seen.append(event.flight.first_rtt_bytes)
+        if event.sender_window is not None:
+            seen.append(event.sender_window)
+        return min(seen) if seen else None
+
+    def _window_held(self, shown: int) -> None:
+        self.window_seen = shown
+        self.verified = True
+        self.lost_streak = 0
+        self._check_at = self.now + self._check_interval()
+
+    def _window_lost(self, shown: int, *, from_check: bool = False) -> None:
+        self.window_seen = shown
+        self.lost_streak += 1
+        self._lost_pending = True
+        first_check = from_check and self.verified is None
+        if (
+            self.holds_with_pings
+            and self.grown_once
+            and (first_check or self.lost_streak >= FALLBACK_AFTER_LOSSES)
+        ):
+            # Grown, held with PINGs, found gone: PINGs do not keep this upstream's window
+            # (not a Linux sender, a middlebox answering PINGs, ...). Bursts instead.
+            self.fallback_bursts = True
+            self._ping_at = None
+            self.verified = False
+        self._check_at = self.now + self._check_interval()
+
+    def _first_check_delay(self) -> float:
+        return max(MIN_FIRST_CHECK, FIRST_CHECK_RTOS * estimated_rto(self._rtt))
+
+    def _check_interval(self) -> float:
+        """Checks cost one window each; keep all of the pool's within CHECK_BUDGET."""
+        per_check = self.window * 8 * self.pool_size
+        return max(MIN_CHECK_INTERVAL, per_check / (CHECK_BUDGET * self.settings.path_bps))
+
+    # -- burst: ramp ------------------------------------------------------------------------
+    def _end_ramp(self, verdict: WarmEvent) -> None:
+        if verdict is WarmEvent.PLATEAU:
+            rate = mean_rate(self.rates, self.settings.dwell)
+            # Only a rate below the target is a limit worth showing (a ramp can also time
+            # out with noisy samples at the target).
+            if rate < RAMP_REACH * self.settings.target_bps:
+                self.path_limited_bps = rate
+        self._cancel_dummies()
+        self._fire(verdict)
+
+    # -- timers ----------------------------------------------------------------------------
+    def _run_timers(self) -> None:
+        now = self.now
+        if self._ping_at is not None and now >= self._ping_at:
+            interval = hold_ping_interval(self._rtt)
+            self._ping_at = now + interval
+            if self.state not in (WarmState.DRAINING, WarmState.FAILED, WarmState.CONNECTING):
+                self._out.append(m.SendPing(timeout=max(1.0, 4 * interval)))
+        if self._backoff_until is not None and now >= self._backoff_until:
+            self._backoff_until = None
+            if self.state is WarmState.BACKOFF:
+                self._fire(WarmEvent.BACKOFF_OVER)
+        if self.state is WarmState.RAMPING:
+            self._ramp_timers()
+        if self._grow_retry_at is not None and now >= self._grow_retry_at:
+            self._maybe_grow()
+        if self.state is WarmState.HOLDING:
+            self._hold_timers()
+
+    def _ramp_timers(self) -> None:
+        now = self.now
+        if self.settings.strategy != "burst":
+            return
+        if self._ramp_deadline is not None and now >= self._ramp_deadline:
+            self._end_ramp(WarmEvent.PLATEAU)
+            return
+        if self._ramp_next is not None and now >= self._ramp_next and len(self.jobs) < 2:
+            assert self.plan is not None and self._bucket is not None
+            chunk = self.plan.size_bytes
+            self._start_job(chunk, m.Purpose.RAMP)
+            self._ramp_next = now + self._bucket.reserve(chunk)
+
+    def _hold_timers(self) -> None:
+        now = self.now
+        if self._burst_at is not None and now >= self._burst_at:
+            assert self.plan is not None
+            self._burst_at = next_phase(
+                now,
+                stagger_offset(self.index, self.pool_size, self.plan.interval),
+                self.plan.interval,
+            )
+            if not self.jobs and not self.real_here:
+                size = self.plan.size_bytes
+                if self.real_pool:
+                    size = min(size, KEEPALIVE_BURST)
+                    self.keepalive_bursts += 1
+                self._start_job(size, m.Purpose.BURST)
+        if self._check_at is not None and now >= self._check_at:
+            if self.real_pool or self.jobs:
+                self._check_at = now + NO_SLOT_RETRY  # real traffic first; look later
+            else:
+                self._check_at = None
+                size = self.window if self.settings.download else 0
+                self._start_job(size, m.Purpose.CHECK)
+
+    def _schedule(self) -> None:
+        candidates = [
+            t
+            for t in (
+                self._ping_at,
+                self._backoff_until,
+                self._grow_retry_at,
+                self._ramp_next if self.state is WarmState.RAMPING and len(self.jobs) < 2 else None,
+                self._ramp_deadline if self.state is WarmState.RAMPING else None,
+                self._burst_at if self.state is WarmState.HOLDING else None,
+                self._check_at if self.state is WarmState.HOLDING else None,
+            )
+            if t is not None
+        ]
+        wake = min(candidates) if candidates else None
+        if wake != self._wake_at:
+            self._wake_at = wake
+            self._out.append(m.WakeAt(wake))
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def _rtt(self) -> float:
+        return self.min_rtt if self.min_rtt is not None else 0.1
+
+    def _sizes(self) -> None:
+        s = self.settings
+        self.window = target_window(s.target_bps, self._rtt)
+        self.plan = plan_bursts(s.target_bps, self._rtt, s.size_bytes, s.interval_ms)
+
+    def _start_job(self, size: int, purpose: m.Purpose) -> None:
+        job = self._next_job
+        self._next_job += 1
+        self.jobs[job] = purpose
+        self._out.append(m.StartDummy(job, size, purpose))
+
+    def _cancel_dummies(self) -> None:
+        if self.jobs:
+            self._out.append(m.CancelDummies())
+            self.jobs.clear()
+
+    def _release_slot(self) -> None:
+        if self._slot_held or self._slot_requested:
+            self._slot_held = self._slot_requested = False
+            self._out.append(m.ReleaseGrowSlot())

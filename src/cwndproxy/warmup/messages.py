@@ -1,0 +1,147 @@
+"""What the warm-up core hears (events) and what it asks for (commands).
+
+Small frozen dataclasses, in the manner of hypercorn's protocol events and mitmproxy's
+commands: the core (``warmup/core.py``) turns events into commands without any I/O, and
+the asyncio driver (``warmup/controller.py``) carries the commands out and reports back.
+Time is not an event field: every ``handle`` call passes ``now``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from cwndproxy.warmup.policy import Flight
+
+
+class Purpose(enum.Enum):
+    RAMP = "ramp"  # burst: paced continuous traffic up to the target rate
+    GROW = "grow"  # auto: grow the window once, measured by the next fetch's first flight
+    CHECK = "check"  # auto: is the held window still there?
+    BURST = "burst"  # burst (and auto's fallback): keep the window by using it
+
+
+class Failure(enum.Enum):
+    THROTTLED = "throttled"  # 429 / 503
+    REJECTED = "rejected"  # e.g. 404: retrying cannot help
+    CANCELLED = "cancelled"  # we cancelled it (real traffic came first)
+    NO_SLOT = "no_slot"  # it would have taken the last stream slot
+    LOST = "lost"  # the session went away
+
+
+# -- events -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Connected:
+    rtt: float  # first PING round trip, seconds
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    pass
+
+
+@dataclass(frozen=True)
+class RateSampled:
+    """Received (download) or sent (upload) bits per second over the last sample period."""
+
+    bps: float
+
+
+@dataclass(frozen=True)
+class RealStarted:
+    here: bool  # on this session, or elsewhere in the pool
+
+
+@dataclass(frozen=True)
+class RealEnded:
+    here: bool
+    flight: Flight | None = None  # what the response's first round trip carried
+
+
+@dataclass(frozen=True)
+class DummyDone:
+    job: int
+    received: int = 0
+    flight: Flight | None = None
+    # Upload: our own congestion window after the job, from TCP_INFO (bytes).
+    sender_window: int | None = None
+
+
+@dataclass(frozen=True)
+class DummyFailed:
+    job: int
+    failure: Failure
+    detail: str = ""
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class PingAnswered:
+    rtt: float
+
+
+@dataclass(frozen=True)
+class PingMissed:
+    pass
+
+
+@dataclass(frozen=True)
+class GrowSlotGranted:
+    pass
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    draining: bool  # GOAWAY (streams finish) rather than a lost connection
+    reason: str = ""
+
+
+Event = (
+    Connected
+    | TimerFired
+    | RateSampled
+    | RealStarted
+    | RealEnded
+    | DummyDone
+    | DummyFailed
+    | PingAnswered
+    | PingMissed
+    | GrowSlotGranted
+    | SessionEnded
+)
+
+
+# -- commands -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StartDummy:
+    job: int
+    size: int  # bytes per direction; 0 with upload only: just read our own window
+    purpose: Purpose
+
+
+@dataclass(frozen=True)
+class CancelDummies:
+    pass
+
+
+@dataclass(frozen=True)
+class SendPing:
+    timeout: float
+
+
+@dataclass(frozen=True)
+class WakeAt:
+    at: float | None  # monotonic seconds; None: no timer
+
+
+@dataclass(frozen=True)
+class RequestGrowSlot:
+    """One session of the pool grows at a time, so it gets the whole path."""
+
+
+@dataclass(frozen=True)
+class ReleaseGrowSlot:
+    pass
+
+
+Command = StartDummy | CancelDummies | SendPing | WakeAt | RequestGrowSlot | ReleaseGrowSlot
