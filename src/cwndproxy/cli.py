@@ -78,6 +78,14 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         help="window each session warms for: path (one BDP of the whole bandwidth), share "
         "(bandwidth / pool size), auto (default: path, share for burst)",
     )
+    g.add_argument(
+        "--burst-limit-bdp",
+        type=float,
+        metavar="X",
+        help="auto: cap each connection's data in flight at X windows (BDPs of the target) so "
+        "a held window never overflows the path; caps transfers at X x --bandwidth-mbps "
+        "(default 1, 0 = no cap)",
+    )
     g.add_argument("--ca-file", metavar="FILE", help="extra CA certificate(s) for the upstream")
     g.add_argument("--server-name", metavar="NAME", help="TLS SNI and :authority override")
     g.add_argument(
@@ -229,6 +237,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("download_path", p, "warm_up_download_path"),
         ("strategy", p, "strategy"),
         ("warm_up_target", p, "warm_up_target"),
+        ("burst_limit_bdp", p, "burst_limit_bdp"),
         ("ca_file", t, "tls_ca_file"),
         ("server_name", t, "tls_server_name"),
         ("insecure", t, "tls_insecure_skip_verify"),

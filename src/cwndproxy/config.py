@@ -67,6 +67,12 @@ class PoolConfig:
     # request gets the full path rate), "share" = bandwidth / pool_size (the original
     # spec), "auto" = path, except share for burst (whose holding cost grows with it).
     warm_up_target: str = "auto"
+    # auto: at most this many target windows (BDPs) in flight per connection, so a held
+    # window never bursts more into the path than it carries: the upstream's data via our
+    # TCP receive window (TCP_WINDOW_CLAMP) on download, our own sends via pacing
+    # (SO_MAX_PACING_RATE) on upload. It caps a transfer at this many x bandwidth_mbps, so
+    # bandwidth_mbps must not be set below the path's rate. 0 = no limit.
+    burst_limit_bdp: float = 1.0
     # HTTP/2 PING period for RTT measurement; 0 disables it.
     rtt_probe_interval_ms: int = 1000
     # HTTP/2 flow control: must exceed the path's BDP, or the window, not cwnd, is the limit.
@@ -305,6 +311,10 @@ def validate(config: Config) -> Config:
     _one_of("pool.warm_up_download_method", p.warm_up_download_method, DOWNLOAD_METHODS)
     _one_of("pool.strategy", p.strategy, STRATEGIES)
     _one_of("pool.warm_up_target", p.warm_up_target, WARM_UP_TARGETS)
+    if p.burst_limit_bdp != 0 and not 0.5 <= p.burst_limit_bdp <= 100:
+        raise ConfigError(
+            f"pool.burst_limit_bdp = {p.burst_limit_bdp} must be 0 (no limit) or 0.5 .. 100"
+        )
     # Only burst cannot work without a warm-up path; auto then holds what real traffic
     # grows, and ping never sends dummy data.
     if p.strategy == "burst":

@@ -114,6 +114,7 @@ class ProxyService:
             supports_range=p.download_supports_range,
             upload_retry=p.fallback_upload_retry,
             headers=dict(p.warm_up_headers),
+            burst_limit_bdp=p.burst_limit_bdp,
         )
 
     def _attach_warmup(self, slot: PoolSlot, session: H2Session) -> None:

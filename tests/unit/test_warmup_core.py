@@ -93,6 +93,7 @@ def core(strategy: str = "auto", **kw: Any) -> WarmupCore:
         download=kw.pop("download", True),
         upload=kw.pop("upload", False),
         dwell=kw.pop("dwell", 1.0),
+        burst_limit_bdp=kw.pop("burst_limit_bdp", 0.0),
         backoff_min=1.0,
         backoff_max=60.0,
     )
@@ -377,3 +378,15 @@ def test_session_end_stops_everything() -> None:
     pb.done()
     assert pb.state() is WarmState.DRAINING
     assert pb.core.wake_at is None
+
+
+def test_auto_caps_what_the_upstream_may_burst_at_one_window() -> None:
+    pb = Playbook(core(burst_limit_bdp=1.0), QUIET)
+    pb >> m.Connected(RTT) << m.ClampWindow(W) << m.RequestGrowSlot
+    pb.done()
+    # A smaller RTT seen later shrinks the window, and the clamp with it.
+    pb.at(0.5) >> m.PingAnswered(RTT / 2) << m.ClampWindow(target_window(TARGET, RTT / 2))
+    pb.done()
+    upload = Playbook(core(download=False, upload=True, burst_limit_bdp=1.0), QUIET)
+    upload >> m.Connected(RTT) << m.PaceSends(TARGET / 8) << m.RequestGrowSlot
+    upload.done()

@@ -23,6 +23,8 @@ class SocketLike(Protocol):
 
     def getsockopt(self, level: int, option: int, buflen: int) -> bytes: ...
 
+    def setsockopt(self, level: int, option: int, value: int) -> None: ...
+
 
 # name: (offset, struct format)
 _FIELDS: dict[str, tuple[int, str]] = {

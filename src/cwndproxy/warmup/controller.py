@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from cwndproxy.warmup.workers import (
 log = logging.getLogger(__name__)
 
 SAMPLE_PERIOD = 0.1
+# <asm-generic/socket.h>; the socket module does not export it.
+SO_MAX_PACING_RATE = 47
 
 
 @dataclass
@@ -49,6 +52,7 @@ class WarmupSettings:
     headers: dict[str, str] = field(default_factory=dict)
     backoff_min: float = 1.0
     backoff_max: float = 60.0
+    burst_limit_bdp: float = 0.0
 
 
 class WarmupController:
@@ -89,6 +93,7 @@ class WarmupController:
                 dwell=s.dwell,
                 backoff_min=s.backoff_min,
                 backoff_max=s.backoff_max,
+                burst_limit_bdp=s.burst_limit_bdp,
             ),
             now=clock(),
             index=index,
@@ -247,7 +252,20 @@ class WarmupController:
             self.coordinator.request_grow(self)
         elif isinstance(command, m.ReleaseGrowSlot):
             self.coordinator.release_grow(self)
+        elif isinstance(command, m.ClampWindow):
+            self._setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, command.size)
+        elif isinstance(command, m.PaceSends):
+            self._setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, int(command.rate))
         # WakeAt: the run loop reads core.wake_at.
+
+    def _setsockopt(self, level: int, option: int, value: int) -> None:
+        sock = self._session.socket
+        if sock is None:
+            return
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError as exc:  # e.g. not Linux: warm-up still works, bursts are not capped
+            log.warning("session %d: setsockopt(%d, %d) failed: %s", self.index, level, option, exc)
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

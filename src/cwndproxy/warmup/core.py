@@ -22,6 +22,7 @@ auto's grows and checks wait until the whole pool is free of real traffic.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -83,6 +84,9 @@ class CoreSettings:
     dwell: float = 2.0
     backoff_min: float = 1.0
     backoff_max: float = 60.0
+    # auto: limit what the upstream (download) or we (upload) can put in flight at once to
+    # this many target windows; 0 = no limit.
+    burst_limit_bdp: float = 0.0
 
 
 def backoff_delay(
@@ -114,6 +118,8 @@ class WarmupCore:
         self.history: deque[tuple[float, WarmState]] = deque([(now, self.state)], maxlen=HISTORY)
         self.min_rtt: float | None = None
         self.window = 0  # the target window, bytes
+        self.clamp: int | None = None  # receive-window clamp in force, bytes
+        self.pacing: float | None = None  # our own pacing limit in force, bytes/s
         self.plan: BurstPlan | None = None
         # Real streams on this session, and in the whole pool (this one included).
         self.real_here = 0
@@ -581,6 +587,15 @@ class WarmupCore:
         s = self.settings
         self.window = target_window(s.target_bps, self._rtt)
         self.plan = plan_bursts(s.target_bps, self._rtt, s.size_bytes, s.interval_ms)
+        if s.strategy == "auto" and s.burst_limit_bdp > 0:
+            if s.download:
+                clamp = math.ceil(s.burst_limit_bdp * self.window)
+                if clamp != self.clamp:
+                    self.clamp = clamp
+                    self._out.append(m.ClampWindow(clamp))
+            if s.upload and self.pacing is None:
+                self.pacing = s.burst_limit_bdp * s.target_bps / 8
+                self._out.append(m.PaceSends(self.pacing))
 
     def _start_job(self, size: int, purpose: m.Purpose) -> None:
         job = self._next_job

@@ -135,6 +135,24 @@ class WakeAt:
 
 
 @dataclass(frozen=True)
+class ClampWindow:
+    """Cap the upstream's data in flight on this connection (our TCP receive window,
+    TCP_WINDOW_CLAMP): a window held above one BDP would burst more into the path than it
+    holds when the next response starts, and the drops cost round trips."""
+
+    size: int  # bytes
+
+
+@dataclass(frozen=True)
+class PaceSends:
+    """Cap our own sending rate on this connection (SO_MAX_PACING_RATE; Linux then paces
+    even without the fq qdisc): the upload counterpart of ClampWindow, so that our own held
+    window leaves as a paced stream rather than a burst that overflows the bottleneck."""
+
+    rate: float  # bytes per second
+
+
+@dataclass(frozen=True)
 class RequestGrowSlot:
     """One session of the pool grows at a time, so it gets the whole path."""
 
@@ -144,4 +162,13 @@ class ReleaseGrowSlot:
     pass
 
 
-Command = StartDummy | CancelDummies | SendPing | WakeAt | RequestGrowSlot | ReleaseGrowSlot
+Command = (
+    StartDummy
+    | CancelDummies
+    | SendPing
+    | WakeAt
+    | RequestGrowSlot
+    | ReleaseGrowSlot
+    | ClampWindow
+    | PaceSends
+)
