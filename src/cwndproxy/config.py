@@ -67,11 +67,12 @@ class PoolConfig:
     # request gets the full path rate), "share" = bandwidth / pool_size (the original
     # spec), "auto" = path, except share for burst (whose holding cost grows with it).
     warm_up_target: str = "auto"
-    # auto: at most this many target windows (BDPs) in flight per connection, so a held
-    # window never bursts more into the path than it carries: the upstream's data via our
-    # TCP receive window (TCP_WINDOW_CLAMP) on download, our own sends via pacing
-    # (SO_MAX_PACING_RATE) on upload. It caps a transfer at this many x bandwidth_mbps, so
-    # bandwidth_mbps must not be set below the path's rate. 0 = no limit.
+    # auto: what a held window may send at once after idle, in target windows (BDPs), so
+    # it never bursts more into the path than the path holds. Download: the credit the
+    # upstream holds in our HTTP/2 connection window while no response arrives (2x while
+    # one does: transfers are not capped). Upload: our own sends are paced at this many x
+    # the target rate (SO_MAX_PACING_RATE), which does cap uploads: bandwidth_mbps must not
+    # be set below the path's rate. 0 = no limit.
     burst_limit_bdp: float = 1.0
     # HTTP/2 PING period for RTT measurement; 0 disables it.
     rtt_probe_interval_ms: int = 1000

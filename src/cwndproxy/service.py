@@ -48,6 +48,13 @@ class ProxyService:
                 stream_window=p.stream_window_bytes,
                 connection_window=p.connection_window_bytes,
                 max_frame_size=p.max_frame_size,
+                # auto bounds the upstream's first flight after idle through the connection
+                # window (warm-up LimitBurst); other strategies grant it all upfront.
+                metered_window=(
+                    p.strategy == "auto"
+                    and p.burst_limit_bdp > 0
+                    and p.warm_up_direction in ("download", "both")
+                ),
             ),
             rtt_probe_interval=p.rtt_probe_interval_ms / 1000,
             reconnect_min=p.reconnect_min_ms / 1000,

@@ -23,6 +23,7 @@ import h2.exceptions
 
 from cwndproxy.h2endpoint import FlowControlAborted, H2Endpoint
 from cwndproxy.metrics import TrafficCounters, TrafficKind
+from cwndproxy.upstream.credit import InboundCredit
 from cwndproxy.upstream.tcpinfo import SocketLike
 
 Headers = list[tuple[bytes, bytes]]
@@ -64,6 +65,9 @@ class SessionSettings:
     stream_window: int = DEFAULT_STREAM_WINDOW
     connection_window: int = DEFAULT_CONNECTION_WINDOW
     max_frame_size: int = DEFAULT_MAX_FRAME
+    # Meter the connection window (upstream/credit.py) so that the upstream's first flight
+    # after idle is bounded by ``limit_burst``; connection_window is then unused.
+    metered_window: bool = False
 
 
 @dataclass
@@ -109,6 +113,8 @@ class UpstreamStream:
         self.flight_window: float | None = session.min_rtt
         self.first_data_at: float | None = None
         self.first_rtt_bytes = 0
+        # The response body's length when the upstream announced it (content-length).
+        self.expected_body: int | None = None
 
     @property
     def closed(self) -> bool:
@@ -216,14 +222,22 @@ class H2Session(H2Endpoint):
         config = h2.config.H2Configuration(
             client_side=True, header_encoding=None, validate_inbound_headers=True
         )
+        metered = self.settings.metered_window
         super().__init__(
             config,
             stream_window=self.settings.stream_window,
-            connection_window=self.settings.connection_window,
+            # Metered: no upfront grant; the credit policy grants as data flows.
+            connection_window=65535 if metered else self.settings.connection_window,
             max_frame_size=self.settings.max_frame_size,
             # A client should not be pushed to; this also keeps streams ours alone.
             max_concurrent_streams=None,
         )
+        self.credit: InboundCredit | None = None
+        if metered:
+            # h2 keeps the connection-level receive window in this (private) attribute; the
+            # replacement has the same interface (tests/unit/test_h2_internals.py).
+            self.credit = InboundCredit()
+            self.conn._inbound_flow_control_window_manager = self.credit
         self.authority = authority
         self.scheme = scheme
         self.state = SessionState.OPEN
@@ -397,6 +411,8 @@ class H2Session(H2Endpoint):
                 return
             stream._push(event.data, event.flow_controlled_length)
             self.counters.add_rx(stream.kind, len(event.data))
+            if self.credit is not None:
+                self._update_credit()
             if event.stream_ended is not None:
                 self._on_remote_end(stream)
         elif isinstance(event, ev.ResponseReceived):
@@ -408,6 +424,7 @@ class H2Session(H2Endpoint):
                     stream.error = UpstreamError("upstream response has no valid :status")
                     return
                 headers = [(k, v) for k, v in event.headers if not k.startswith(b":")]
+                stream.expected_body = _content_length(headers)
                 stream.response.set_result(Response(status, headers))
             if event.stream_ended is not None and stream is not None:
                 self._on_remote_end(stream)
@@ -445,7 +462,38 @@ class H2Session(H2Endpoint):
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             self._notify(stream, opened=False)
+            if self.credit is not None:
+                self._update_credit()
         return stream
+
+    # -- metered connection window ------------------------------------------------------
+    def limit_burst(self, size: int) -> None:
+        """Bound what the upstream may send at once after idle to ``size`` bytes (metered
+        sessions only): the credit it holds while no response body arrives."""
+        if self.credit is None:
+            return
+        self.credit.burst_limit = size
+        self._update_credit()
+        self.flush()
+
+    def _update_credit(self) -> None:
+        """Tell the credit policy whether bodies are arriving and how much is left, and
+        grant at once when it is short (e.g. the first DATA after idle: the upstream then
+        gets the rest of its credit one RTT later, not one consumed read later)."""
+        credit = self.credit
+        assert credit is not None
+        receiving = [s for s in self.streams.values() if s.bytes_received and not s.remote_closed]
+        credit.active = bool(receiving)
+        remaining: int | None = 0
+        for s in receiving:
+            if s.expected_body is None or remaining is None:
+                remaining = None
+            else:
+                remaining += max(0, s.expected_body - s.bytes_received)
+        credit.remaining = remaining
+        increment = credit.grant()
+        if increment and not self.is_connection_lost:
+            self.conn.increment_flow_control_window(increment)
 
     def _notify(self, stream: UpstreamStream, *, opened: bool) -> None:
         if stream.kind is TrafficKind.REAL:
@@ -461,6 +509,8 @@ class H2Session(H2Endpoint):
         stream._end()
         if stream.local_closed:
             self._forget(stream)
+        elif self.credit is not None:
+            self._update_credit()
 
     def _forget(self, stream: UpstreamStream) -> None:
         self._drop(stream.stream_id)
@@ -648,6 +698,16 @@ class H2Session(H2Endpoint):
             with contextlib.suppress(TimeoutError, UpstreamError):
                 await self.ping(timeout=max(5.0, 4 * self._rtt_probe_interval))
             await asyncio.sleep(self._rtt_probe_interval)
+
+
+def _content_length(headers: Headers) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _status_of(headers: Headers) -> int | None:

@@ -252,8 +252,8 @@ class WarmupController:
             self.coordinator.request_grow(self)
         elif isinstance(command, m.ReleaseGrowSlot):
             self.coordinator.release_grow(self)
-        elif isinstance(command, m.ClampWindow):
-            self._setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, command.size)
+        elif isinstance(command, m.LimitBurst):
+            self._session.limit_burst(command.size)
         elif isinstance(command, m.PaceSends):
             self._setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, int(command.rate))
         # WakeAt: the run loop reads core.wake_at.

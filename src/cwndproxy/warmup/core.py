@@ -118,7 +118,7 @@ class WarmupCore:
         self.history: deque[tuple[float, WarmState]] = deque([(now, self.state)], maxlen=HISTORY)
         self.min_rtt: float | None = None
         self.window = 0  # the target window, bytes
-        self.clamp: int | None = None  # receive-window clamp in force, bytes
+        self.burst_limit: int | None = None  # the upstream's idle credit in force, bytes
         self.pacing: float | None = None  # our own pacing limit in force, bytes/s
         self.plan: BurstPlan | None = None
         # Real streams on this session, and in the whole pool (this one included).
@@ -589,10 +589,10 @@ class WarmupCore:
         self.plan = plan_bursts(s.target_bps, self._rtt, s.size_bytes, s.interval_ms)
         if s.strategy == "auto" and s.burst_limit_bdp > 0:
             if s.download:
-                clamp = math.ceil(s.burst_limit_bdp * self.window)
-                if clamp != self.clamp:
-                    self.clamp = clamp
-                    self._out.append(m.ClampWindow(clamp))
+                limit = math.ceil(s.burst_limit_bdp * self.window)
+                if limit != self.burst_limit:
+                    self.burst_limit = limit
+                    self._out.append(m.LimitBurst(limit))
             if s.upload and self.pacing is None:
                 self.pacing = s.burst_limit_bdp * s.target_bps / 8
                 self._out.append(m.PaceSends(self.pacing))

@@ -135,10 +135,11 @@ class WakeAt:
 
 
 @dataclass(frozen=True)
-class ClampWindow:
-    """Cap the upstream's data in flight on this connection (our TCP receive window,
-    TCP_WINDOW_CLAMP): a window held above one BDP would burst more into the path than it
-    holds when the next response starts, and the drops cost round trips."""
+class LimitBurst:
+    """Bound what the upstream may send at once after idle (download): the credit its
+    metered HTTP/2 connection window holds while no response body arrives. A window held
+    above one BDP would otherwise burst more into the path than it holds when the next
+    response starts, and the drops cost round trips (upstream/credit.py)."""
 
     size: int  # bytes
 
@@ -169,6 +170,6 @@ Command = (
     | WakeAt
     | RequestGrowSlot
     | ReleaseGrowSlot
-    | ClampWindow
+    | LimitBurst
     | PaceSends
 )

@@ -1,0 +1,87 @@
+"""A metered HTTP/2 connection receive window: the upstream's first flight is bounded.
+
+The problem it solves (measured on the testbed, see docs/WARMUP.md): a held congestion
+window is whatever the last transfer left, often 1.4-2 BDP under cubic. The next response
+after idle then leaves the server as one burst of that size, overflows a bottleneck queue
+of about one BDP, and the tail drops cost one or two round trips. The TCP receive window
+cannot bound it: ``TCP_WINDOW_CLAMP`` is overwritten by receive-buffer autotuning
+(``tcp_rcv_space_adjust`` "makes the window clamp follow along"), and Linux never shrinks
+a window it has advertised.
+
+The HTTP/2 connection window is ours alone to grow: a server may not send more DATA than we
+granted, and every grant is a WINDOW_UPDATE we choose to send. So:
+- while no response body is arriving, the credit the server holds is topped up to the
+  *idle* target B (one BDP): a response's first flight is at most B, whatever the cwnd;
+- once data flows, grants go up to 2B, so flow control never caps the transfer (it needs
+  one BDP in flight plus one round trip of WINDOW_UPDATE latency);
+- when the remaining bytes of the active responses are known (content-length), grants
+  stop at "remaining + B", so the credit left when they end is B again.
+
+This class replaces h2's connection-level ``WindowManager`` (same interface; h2 calls
+``window_consumed`` on receipt, ``process_bytes`` on acknowledgement, ``window_opened`` on
+our explicit increments). It holds no I/O.
+"""
+
+from __future__ import annotations
+
+import h2.windows
+
+# No connection window below this, whatever the burst limit: tiny windows would cost a
+# WINDOW_UPDATE per few frames.
+MIN_CREDIT = 64 * 1024
+# Before a burst limit is known (the first RTT of a connection): no cap while data flows.
+UNCAPPED = 64 * 1024 * 1024
+
+
+class InboundCredit(h2.windows.WindowManager):
+    def __init__(self, initial: int = 65535) -> None:
+        super().__init__(max_window_size=initial)
+        self.burst_limit: int | None = None
+        # Set by the session: is a response body arriving, and how much of it (and of any
+        # other active response) is still to come? None = unknown (no content-length).
+        self.active = False
+        self.remaining: int | None = None
+        # Received but not yet consumed (still in our stream buffers): as much "out" as the
+        # server's credit is. Grants cover consumed bytes only, or a reader that never reads
+        # would be flooded (the backpressure the per-stream acknowledgement provides).
+        self.buffered = 0
+
+    @property
+    def target(self) -> int:
+        """The credit the server should hold now."""
+        if self.burst_limit is None:
+            return UNCAPPED if self.active else self.max_window_size
+        idle = max(MIN_CREDIT, self.burst_limit)
+        if not self.active:
+            return idle
+        if self.remaining is None:
+            return 2 * idle
+        return min(2 * idle, self.remaining + idle)
+
+    def grant(self) -> int:
+        """The increment to send now (0 if the credit is close enough to the target).
+        Small top-ups are batched: one WINDOW_UPDATE per eighth of the target at most."""
+        need = self.target - self.current_window_size - self.buffered
+        if need <= 0 or need < self.target // 8:
+            return 0
+        return need
+
+    def window_consumed(self, size: int) -> None:
+        super().window_consumed(size)  # raises FlowControlError if the server overran us
+        self.buffered += size
+
+    def process_bytes(self, size: int) -> int | None:
+        self.buffered = max(0, self.buffered - size)
+        return super().process_bytes(size)
+
+    def _maybe_update_window(self) -> int | None:
+        # Called by h2 when we acknowledge consumed bytes.
+        if not self._bytes_processed:
+            return None
+        increment = self.grant()
+        self._bytes_processed = 0
+        if not increment:
+            return None
+        self.current_window_size += increment
+        self.max_window_size = max(self.max_window_size, self.current_window_size)
+        return increment

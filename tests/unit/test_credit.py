@@ -1,0 +1,76 @@
+"""The metered connection window's policy (pure), and h2's internals it relies on."""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.windows
+
+from cwndproxy.upstream.credit import MIN_CREDIT, UNCAPPED, InboundCredit
+
+B = 1_000_000
+
+
+def test_idle_credit_is_the_burst_limit_and_active_credit_twice_that() -> None:
+    credit = InboundCredit()
+    assert credit.target == 65535, "before a limit is known: the protocol's initial window"
+    credit.active = True
+    assert credit.target == UNCAPPED, "and no cap on a transfer in the first RTT"
+    credit.burst_limit = B
+    credit.active = False
+    assert credit.target == B
+    credit.active = True
+    assert credit.target == 2 * B
+    # Known remainder: the grants taper so that B is left when the responses end.
+    credit.remaining = 300_000
+    assert credit.target == 1_300_000
+    credit.remaining = 0
+    assert credit.target == B
+
+
+def test_grants_top_up_to_the_target_in_steps_of_at_least_an_eighth() -> None:
+    credit = InboundCredit()
+    credit.burst_limit = B
+    assert credit.grant() == B - 65535
+    credit.window_opened(B - 65535)
+    assert credit.current_window_size == B and credit.grant() == 0
+    credit.active = True
+    assert credit.grant() == B  # the first DATA: the rest of the active credit at once
+    credit.window_opened(B)
+    credit.window_consumed(100_000)  # 100 KB arrived: less than an eighth short, no update
+    assert credit.process_bytes(100_000) is None
+    credit.window_consumed(200_000)
+    assert credit.process_bytes(200_000) == 300_000
+    assert credit.current_window_size == 2 * B
+
+
+def test_bytes_not_yet_consumed_count_as_outstanding() -> None:
+    """A reader that does not read gets no more credit: backpressure."""
+    credit = InboundCredit()
+    credit.burst_limit = B
+    credit.active = True
+    credit.window_opened(2 * B - 65535)
+    credit.window_consumed(2 * B)  # all of it arrived, none consumed
+    assert credit.current_window_size == 0 and credit.grant() == 0
+    assert credit.process_bytes(B) == B  # half consumed: half granted again
+    assert credit.current_window_size + credit.buffered == 2 * B
+
+
+def test_tiny_limits_are_raised_to_a_minimum() -> None:
+    credit = InboundCredit()
+    credit.burst_limit = 1000
+    assert credit.target == MIN_CREDIT
+
+
+def test_h2_keeps_the_connection_window_manager_where_the_session_replaces_it() -> None:
+    """The metered session swaps h2's private connection-level window manager; if h2 moves
+    it, this fails loudly instead of the cap silently doing nothing."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    manager = conn._inbound_flow_control_window_manager
+    assert isinstance(manager, h2.windows.WindowManager)
+    credit = InboundCredit()
+    conn._inbound_flow_control_window_manager = credit
+    conn.initiate_connection()
+    assert conn.inbound_flow_control_window == 65535
+    conn.increment_flow_control_window(1000)
+    assert credit.current_window_size == 66535
