@@ -11,7 +11,7 @@ from cwndproxy.upstream.credit import MIN_CREDIT, UNCAPPED, InboundCredit
 B = 1_000_000
 
 
-def test_idle_credit_is_the_burst_limit_and_active_credit_twice_that() -> None:
+def test_idle_credit_is_the_burst_limit_and_active_credit_half_more() -> None:
     credit = InboundCredit()
     assert credit.target == 65535, "before a limit is known: the protocol's initial window"
     credit.active = True
@@ -20,7 +20,7 @@ def test_idle_credit_is_the_burst_limit_and_active_credit_twice_that() -> None:
     credit.active = False
     assert credit.target == B
     credit.active = True
-    assert credit.target == 2 * B
+    assert credit.target == 1.5 * B
     # Known remainder: the grants taper so that B is left when the responses end.
     credit.remaining = 300_000
     assert credit.target == 1_300_000
@@ -35,13 +35,13 @@ def test_grants_top_up_to_the_target_in_steps_of_at_least_an_eighth() -> None:
     credit.window_opened(B - 65535)
     assert credit.current_window_size == B and credit.grant() == 0
     credit.active = True
-    assert credit.grant() == B  # the first DATA: the rest of the active credit at once
-    credit.window_opened(B)
+    assert credit.grant() == B // 2  # the first DATA: the rest of the active credit at once
+    credit.window_opened(B // 2)
     credit.window_consumed(100_000)  # 100 KB arrived: less than an eighth short, no update
     assert credit.process_bytes(100_000) is None
     credit.window_consumed(200_000)
     assert credit.process_bytes(200_000) == 300_000
-    assert credit.current_window_size == 2 * B
+    assert credit.current_window_size == 1.5 * B
 
 
 def test_bytes_not_yet_consumed_count_as_outstanding() -> None:
@@ -49,11 +49,11 @@ def test_bytes_not_yet_consumed_count_as_outstanding() -> None:
     credit = InboundCredit()
     credit.burst_limit = B
     credit.active = True
-    credit.window_opened(2 * B - 65535)
-    credit.window_consumed(2 * B)  # all of it arrived, none consumed
+    credit.window_opened(B + B // 2 - 65535)
+    credit.window_consumed(B + B // 2)  # all of it arrived, none consumed
     assert credit.current_window_size == 0 and credit.grant() == 0
-    assert credit.process_bytes(B) == B  # half consumed: half granted again
-    assert credit.current_window_size + credit.buffered == 2 * B
+    assert credit.process_bytes(B) == B  # two thirds consumed: that much granted again
+    assert credit.current_window_size + credit.buffered == B + B // 2
 
 
 def test_tiny_limits_are_raised_to_a_minimum() -> None:

@@ -12,10 +12,16 @@ The HTTP/2 connection window is ours alone to grow: a server may not send more D
 granted, and every grant is a WINDOW_UPDATE we choose to send. So:
 - while no response body is arriving, the credit the server holds is topped up to the
   *idle* target B (one BDP): a response's first flight is at most B, whatever the cwnd;
-- once data flows, grants go up to 2B, so flow control never caps the transfer (it needs
-  one BDP in flight plus one round trip of WINDOW_UPDATE latency);
+- once data flows, grants keep 1.5B outstanding: enough for the path rate (one BDP in
+  flight, plus half a round trip of queueing or WINDOW_UPDATE latency), and never so much
+  that the server's window, however large, puts more than half a BDP in the queue. A first
+  version granted 2B at the first DATA: the server then sent the extra B as a second burst
+  one RTT in, on top of its ACK-clocked slow start, and the queue still overflowed;
 - when the remaining bytes of the active responses are known (content-length), grants
   stop at "remaining + B", so the credit left when they end is B again.
+
+It caps a single connection's transfer at about 1.5 x the configured bandwidth; a
+bandwidth set below the path's real rate caps it below that rate.
 
 This class replaces h2's connection-level ``WindowManager`` (same interface; h2 calls
 ``window_consumed`` on receipt, ``process_bytes`` on acknowledgement, ``window_opened`` on
@@ -31,6 +37,8 @@ import h2.windows
 MIN_CREDIT = 64 * 1024
 # Before a burst limit is known (the first RTT of a connection): no cap while data flows.
 UNCAPPED = 64 * 1024 * 1024
+# Credit outstanding while data flows, in burst limits.
+ACTIVE_FACTOR = 1.5
 
 
 class InboundCredit(h2.windows.WindowManager):
@@ -54,9 +62,10 @@ class InboundCredit(h2.windows.WindowManager):
         idle = max(MIN_CREDIT, self.burst_limit)
         if not self.active:
             return idle
+        active = int(ACTIVE_FACTOR * idle)
         if self.remaining is None:
-            return 2 * idle
-        return min(2 * idle, self.remaining + idle)
+            return active
+        return min(active, self.remaining + idle)
 
     def grant(self) -> int:
         """The increment to send now (0 if the credit is close enough to the target).
