@@ -225,6 +225,8 @@ class WarmupController:
     def _feed(self, event: m.Event) -> None:
         for command in self.core.handle(event, self._clock()):
             self._execute(command)
+        if log.isEnabledFor(logging.DEBUG):
+            self._trace(event)
         if self.core.state is not self._last_state:
             log.debug(
                 "session %d: %s -> %s",
@@ -235,6 +237,32 @@ class WarmupController:
             if self.core.state is WarmState.FAILED and self.core.last_error:
                 log.warning("warm-up of session %d stopped: %s", self.index, self.core.last_error)
             self._last_state = self.core.state
+
+    def _trace(self, event: m.Event) -> None:
+        """What the warm-up saw of the server's window (debug log)."""
+        flight: Flight | None = None
+        what = ""
+        if isinstance(event, m.RealEnded) and event.here:
+            flight, what = event.flight, "response"
+        elif isinstance(event, m.DummyDone):
+            flight, what = event.flight, "dummy fetch"
+            if event.sender_window is not None:
+                log.debug(
+                    "session %d: our window %d of %d bytes",
+                    self.index,
+                    event.sender_window,
+                    self.core.window,
+                )
+        if flight is not None:
+            log.debug(
+                "session %d: %s's first RTT carried %d of %d bytes (window %d, min RTT %.1f ms)",
+                self.index,
+                what,
+                flight.first_rtt_bytes,
+                flight.total_bytes,
+                self.core.window,
+                (self.core.min_rtt or 0) * 1000,
+            )
 
     def _execute(self, command: m.Command) -> None:
         if isinstance(command, m.StartDummy):
