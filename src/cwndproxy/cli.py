@@ -83,8 +83,8 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         type=float,
         metavar="X",
         help="auto: cap each connection's data in flight at X windows (BDPs of the target) so "
-        "a held window never overflows the path; caps transfers at X x --bandwidth-mbps "
-        "(default 1, 0 = no cap)",
+        "a held window never overflows the path (default 0.9, 0 = no cap; uploads are paced at "
+        "X x --bandwidth-mbps)",
     )
     g.add_argument("--ca-file", metavar="FILE", help="extra CA certificate(s) for the upstream")
     g.add_argument("--server-name", metavar="NAME", help="TLS SNI and :authority override")

@@ -72,8 +72,9 @@ class PoolConfig:
     # upstream holds in our HTTP/2 connection window while no response arrives (2x while
     # one does: transfers are not capped). Upload: our own sends are paced at this many x
     # the target rate (SO_MAX_PACING_RATE), which does cap uploads: bandwidth_mbps must not
-    # be set below the path's rate. 0 = no limit.
-    burst_limit_bdp: float = 1.0
+    # be set below the path's rate. 0.9, not 1: TCP/IP, TLS and HTTP/2 framing make one BDP
+    # of payload ~4% more on the wire, enough to overflow a queue of one BDP. 0 = no limit.
+    burst_limit_bdp: float = 0.9
     # HTTP/2 PING period for RTT measurement; 0 disables it.
     rtt_probe_interval_ms: int = 1000
     # HTTP/2 flow control: must exceed the path's BDP, or the window, not cwnd, is the limit.

@@ -6,9 +6,26 @@ from hypothesis import strategies as st
 from cwndproxy.pool import SlotView, backoff_delay, choose_slot
 
 
-def view(i: int, *, ready: bool = True, real: int = 0, free: int = 100, last: float = 0.0):
+def view(
+    i: int,
+    *,
+    ready: bool = True,
+    real: int = 0,
+    free: int = 100,
+    last: float = 0.0,
+    dummy: bool = False,
+    warm: bool = True,
+    score: float = 1.0,
+) -> SlotView:
     return SlotView(
-        index=i, ready=ready, real_streams=real, free_stream_slots=free, last_chosen=last
+        index=i,
+        ready=ready,
+        real_streams=real,
+        free_stream_slots=free,
+        last_chosen=last,
+        dummy_active=dummy,
+        warm=warm,
+        score=score,
     )
 
 
@@ -25,8 +42,25 @@ def test_prefers_a_free_stream_slot_over_fewer_streams() -> None:
     assert choose_slot([view(0, real=0, free=0), view(1, real=5, free=1)]) == 1
 
 
-def test_ties_go_to_least_recently_chosen() -> None:
-    assert choose_slot([view(0, last=5.0), view(1, last=2.0), view(2, last=9.0)]) == 1
+def test_ties_go_to_the_most_recently_chosen() -> None:
+    assert choose_slot([view(0, last=5.0), view(1, last=2.0), view(2, last=9.0)]) == 2
+
+
+def test_a_session_with_dummy_data_in_flight_comes_after_a_quiet_one() -> None:
+    assert choose_slot([view(0, dummy=True, last=9.0), view(1)]) == 1
+    # ... but a free stream slot and fewer real streams still come first.
+    assert choose_slot([view(0, dummy=True), view(1, real=1)]) == 0
+
+
+def test_warm_sessions_come_before_cold_ones() -> None:
+    assert choose_slot([view(0, warm=False, last=9.0), view(1, warm=True)]) == 1
+
+
+def test_a_session_whose_window_was_cut_comes_after_a_full_one() -> None:
+    # Scores within a tenth are a tie (noise); a cut window (0.7) is not.
+    assert choose_slot([view(0, score=0.7, last=9.0), view(1, score=1.0)]) == 1
+    assert choose_slot([view(0, score=0.97, last=9.0), view(1, score=1.0)]) == 0
+    assert choose_slot([view(0, score=0.7, warm=True), view(1, score=1.0, warm=False)]) == 0
 
 
 def test_excluded_sessions_are_skipped() -> None:

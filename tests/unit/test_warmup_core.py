@@ -390,3 +390,18 @@ def test_auto_caps_what_the_upstream_may_burst_at_one_window() -> None:
     upload = Playbook(core(download=False, upload=True, burst_limit_bdp=1.0), QUIET)
     upload >> m.Connected(RTT) << m.PaceSends(TARGET / 8) << m.RequestGrowSlot
     upload.done()
+
+
+def test_a_slow_large_response_lowers_the_session_score() -> None:
+    pb = grown_auto()
+    assert pb.core.rate_score == 1.0
+    # 4 windows in 0.4 s at 100 Mbit/s would be full rate; 0.5 s is 80% of it.
+    pb.at(2.0) >> m.RealStarted(here=True)
+    pb.at(2.6) >> m.RealEnded(here=True, flight=Flight(W, 5 * W, duration=0.5))
+    pb.done()
+    assert pb.core.rate_score == pytest.approx(0.8)
+    # A small response says nothing about the rate.
+    pb.at(3.0) >> m.RealStarted(here=True)
+    pb.at(3.2) >> m.RealEnded(here=True, flight=Flight(W // 2, W // 2, duration=0.01))
+    pb.done()
+    assert pb.core.rate_score == pytest.approx(0.8)

@@ -112,6 +112,7 @@ class UpstreamStream:
         # that a held window is still there.
         self.flight_window: float | None = session.min_rtt
         self.first_data_at: float | None = None
+        self.last_data_at: float | None = None
         self.first_rtt_bytes = 0
         # The response body's length when the upstream announced it (content-length).
         self.expected_body: int | None = None
@@ -185,6 +186,7 @@ class UpstreamStream:
             now = time.monotonic()
             if self.first_data_at is None:
                 self.first_data_at = now
+            self.last_data_at = now
             if now - self.first_data_at <= self.flight_window:
                 self.first_rtt_bytes += len(data)
         self._data_ready.set()

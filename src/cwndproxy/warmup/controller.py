@@ -129,6 +129,10 @@ class WarmupController:
         return self.core.dummy_active
 
     @property
+    def rate_score(self) -> float:
+        return self.core.rate_score
+
+    @property
     def history(self) -> list[tuple[float, WarmState]]:
         return list(self.core.history)
 

@@ -30,7 +30,10 @@ class Member(Protocol):
 def flight_of(stream: UpstreamStream) -> Flight | None:
     if stream.flight_window is None or stream.bytes_received == 0:
         return None
-    return Flight(stream.first_rtt_bytes, stream.bytes_received)
+    duration = 0.0
+    if stream.first_data_at is not None and stream.last_data_at is not None:
+        duration = stream.last_data_at - stream.first_data_at
+    return Flight(stream.first_rtt_bytes, stream.bytes_received, duration)
 
 
 class WarmupCoordinator:

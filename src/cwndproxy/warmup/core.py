@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cwndproxy.pool import backoff_delay
 from cwndproxy.warmup import messages as m
 from cwndproxy.warmup.pacing import TokenBucket
 from cwndproxy.warmup.policy import (
@@ -89,15 +90,6 @@ class CoreSettings:
     burst_limit_bdp: float = 0.0
 
 
-def backoff_delay(
-    attempt: int, minimum: float, maximum: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Exponential back-off with "equal jitter": half the step fixed, half random.
-    ``attempt`` counts consecutive failures from 0."""
-    step = min(maximum, minimum * float(2 ** min(attempt, 30)))
-    return step / 2 + rand() * step / 2
-
-
 class WarmupCore:
     def __init__(
         self,
@@ -148,6 +140,8 @@ class WarmupCore:
         self.lost_streak = 0
         self.fallback_bursts = False  # PINGs do not hold here: bursts instead
         self.window_seen: int | None = None  # last first-flight (or sender window), bytes
+        # The rate the last large response ran at, bits/s (None: none seen yet).
+        self.rate_seen: float | None = None
         self.window_reached: int | None = None  # set when growing stopped short
         self._lost_pending = False
         # The upstream refused the warm-up path (e.g. 404): auto then only holds.
@@ -173,6 +167,14 @@ class WarmupCore:
     def dummy_active(self) -> bool:
         """Dummy data in flight: a request here would queue behind it at the server."""
         return bool(self.jobs)
+
+    @property
+    def rate_score(self) -> float:
+        """How well this session's last large response ran, as a share of the target rate
+        (1 when unknown): the pool prefers sessions whose window is not cut down."""
+        if self.rate_seen is None or self.settings.target_bps <= 0:
+            return 1.0
+        return min(1.0, self.rate_seen / self.settings.target_bps)
 
     @property
     def wants_rates(self) -> bool:
@@ -312,6 +314,10 @@ class WarmupCore:
             self._maybe_grow()
             return
         self.real_here = max(0, self.real_here - 1)
+        if event.flight is not None:
+            rate = event.flight.rate()
+            if rate is not None:
+                self.rate_seen = rate
         if self.settings.strategy == "auto" and event.flight is not None and self.window:
             verdict = window_verdict(event.flight, self.window)
             if verdict is WindowVerdict.HELD:
