@@ -44,9 +44,26 @@ def test_grants_top_up_to_the_target_in_steps_of_at_least_an_eighth() -> None:
     assert credit.current_window_size == 1.5 * B
 
 
+def test_grants_follow_receipt_until_the_buffer_allowance_is_used() -> None:
+    """The proxy's forwarding lag stays out of the credit loop, up to a memory bound."""
+    credit = InboundCredit(buffer_allowance=2 * B)
+    credit.burst_limit = B
+    credit.active = True
+    credit.window_opened(B + B // 2 - 65535)
+    credit.window_consumed(B + B // 2)  # all arrived, none forwarded yet
+    assert credit.grant() == B + B // 2, "within the allowance: credit as if consumed"
+    credit.window_opened(B + B // 2)
+    credit.window_consumed(B + B // 2)  # 3B buffered: one burst limit beyond the allowance
+    assert credit.grant() == B // 2
+    credit.window_opened(B // 2)
+    credit.window_consumed(B // 2)
+    assert credit.grant() == 0, "the allowance is used up: nothing until the data moves on"
+    assert credit.process_bytes(B) == B
+
+
 def test_bytes_not_yet_consumed_count_as_outstanding() -> None:
     """A reader that does not read gets no more credit: backpressure."""
-    credit = InboundCredit()
+    credit = InboundCredit(buffer_allowance=0)
     credit.burst_limit = B
     credit.active = True
     credit.window_opened(B + B // 2 - 65535)

@@ -42,16 +42,21 @@ ACTIVE_FACTOR = 1.5
 
 
 class InboundCredit(h2.windows.WindowManager):
-    def __init__(self, initial: int = 65535) -> None:
+    def __init__(self, initial: int = 65535, buffer_allowance: int = UNCAPPED) -> None:
         super().__init__(max_window_size=initial)
+        # Received bytes we may hold unconsumed before they hold back credit: the memory
+        # bound an unmetered connection window gives (each stream's own window bounds it
+        # per stream). Below it, grants follow receipt, so the server's credit does not
+        # wait for the proxy to forward the data: at 1.5 burst limits, that lag would be
+        # the difference between the path rate and less.
+        self.buffer_allowance = buffer_allowance
         self.burst_limit: int | None = None
         # Set by the session: is a response body arriving, and how much of it (and of any
         # other active response) is still to come? None = unknown (no content-length).
         self.active = False
         self.remaining: int | None = None
-        # Received but not yet consumed (still in our stream buffers): as much "out" as the
-        # server's credit is. Grants cover consumed bytes only, or a reader that never reads
-        # would be flooded (the backpressure the per-stream acknowledgement provides).
+        # Received but not yet consumed (still in our stream buffers). Beyond the allowance
+        # they count as outstanding: a reader that never reads then gets no more credit.
         self.buffered = 0
 
     @property
@@ -70,7 +75,8 @@ class InboundCredit(h2.windows.WindowManager):
     def grant(self) -> int:
         """The increment to send now (0 if the credit is close enough to the target).
         Small top-ups are batched: one WINDOW_UPDATE per eighth of the target at most."""
-        need = self.target - self.current_window_size - self.buffered
+        held_back = max(0, self.buffered - self.buffer_allowance)
+        need = self.target - self.current_window_size - held_back
         if need <= 0 or need < self.target // 8:
             return 0
         return need

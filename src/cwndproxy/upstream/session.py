@@ -238,7 +238,7 @@ class H2Session(H2Endpoint):
         if metered:
             # h2 keeps the connection-level receive window in this (private) attribute; the
             # replacement has the same interface (tests/unit/test_h2_internals.py).
-            self.credit = InboundCredit()
+            self.credit = InboundCredit(buffer_allowance=self.settings.connection_window)
             self.conn._inbound_flow_control_window_manager = self.credit
         self.authority = authority
         self.scheme = scheme
@@ -495,6 +495,7 @@ class H2Session(H2Endpoint):
         credit.remaining = remaining
         increment = credit.grant()
         if increment and not self.is_connection_lost:
+            # Written with the batch that data_received (or the caller) flushes.
             self.conn.increment_flow_control_window(increment)
 
     def _notify(self, stream: UpstreamStream, *, opened: bool) -> None:
