@@ -86,6 +86,12 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         "a held window never overflows the path (default 0.9, 0 = no cap; uploads are paced at "
         "X x --bandwidth-mbps)",
     )
+    g.add_argument(
+        "--congestion-control",
+        metavar="NAME",
+        help="congestion control of our upstream sockets (e.g. bbr; default: the system's); "
+        "only our own sending, i.e. uploads, is affected",
+    )
     g.add_argument("--ca-file", metavar="FILE", help="extra CA certificate(s) for the upstream")
     g.add_argument("--server-name", metavar="NAME", help="TLS SNI and :authority override")
     g.add_argument(
@@ -239,6 +245,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("warm_up_target", p, "warm_up_target"),
         ("burst_limit_bdp", p, "burst_limit_bdp"),
         ("ca_file", t, "tls_ca_file"),
+        ("congestion_control", t, "congestion_control"),
         ("server_name", t, "tls_server_name"),
         ("insecure", t, "tls_insecure_skip_verify"),
         ("preserve_host", s, "preserve_host"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -39,6 +40,9 @@ class TargetConfig:
     tls_ca_file: str | None = None
     tls_server_name: str | None = None
     connect_timeout_ms: int = 5000
+    # Congestion control of our sockets to the upstream (TCP_CONGESTION), e.g. "bbr"; unset =
+    # the system default. Only our own sending (uploads) is affected.
+    congestion_control: str | None = None
     # Time allowed for the upstream's response headers before the client gets a 504.
     response_timeout_ms: int = 60000
 
@@ -296,6 +300,13 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             "target.tls_insecure_skip_verify, tls_ca_file and tls_server_name "
             "need target.tls = true"
+        )
+    if t.congestion_control is not None and not re.fullmatch(
+        r"[a-z0-9_]{1,15}", t.congestion_control
+    ):
+        raise ConfigError(
+            f"target.congestion_control = {t.congestion_control!r} is not an algorithm name "
+            "(e.g. bbr, cubic, reno)"
         )
     _positive("target.connect_timeout_ms", t.connect_timeout_ms)
     _positive("target.response_timeout_ms", t.response_timeout_ms)

@@ -33,6 +33,7 @@ def upstream_target(config: Config) -> UpstreamTarget:
         ca_file=t.tls_ca_file,
         insecure=t.tls_insecure_skip_verify,
         connect_timeout=t.connect_timeout_ms / 1000,
+        congestion_control=t.congestion_control,
     )
 
 

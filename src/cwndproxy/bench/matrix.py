@@ -158,6 +158,9 @@ ARMS: tuple[Arm, ...] = (
     Arm("haproxy", "haproxy"),
     Arm("nginx", "nginx"),
     Arm("cold", "cold"),
+    # Upload only: our own sender under BBR, no warm-up at all (issue: does a congestion
+    # control that owns its loop skip the idle restart without any dummy bytes?).
+    Arm("bbr", "proxy", "off", ("--congestion-control", "bbr"), upload_only=True),
 )
 
 
@@ -737,7 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     for i, cell in enumerate(cells, 1):
         if args.runs:
             cell = Cell(**{**asdict(cell), "runs": args.runs})
-        cell_arms = [a for a in arms if a.name not in cell.skip_arms]
+        cell_arms = [
+            a for a in arms if a.name not in cell.skip_arms and (cell.upload or not a.upload_only)
+        ]
         say(f"cell {i}/{len(cells)} {cell.name}: {cell.describe()}")
         say(f"  ideal {cell.ideal * 1000:.0f} ms; arms {', '.join(a.name for a in cell_arms)}")
         t0 = time.monotonic()

@@ -32,6 +32,8 @@ class UpstreamTarget:
     ca_file: str | None = None
     insecure: bool = False
     connect_timeout: float = 5.0
+    # Our sockets' congestion control (TCP_CONGESTION), e.g. "bbr"; None = the system's.
+    congestion_control: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -114,6 +116,8 @@ async def dial(
         # asyncio already sets TCP_NODELAY on TCP transports; be explicit, since small
         # frames (PING, WINDOW_UPDATE, HEADERS) must not wait for Nagle.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if target.congestion_control:
+            _set_congestion_control(sock, target.congestion_control, transport)
     if ctx is not None:
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
@@ -125,3 +129,27 @@ async def dial(
             )
     session.start()
     return session
+
+
+def _set_congestion_control(
+    sock: socket.socket, name: str, transport: asyncio.BaseTransport
+) -> None:
+    """After connect: a route's congestion control (``ip route ... congctl``) is applied
+    at connect time and would override an earlier choice. Linux lets an unprivileged
+    process pick any algorithm in net.ipv4.tcp_allowed_congestion_control."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
+    except OSError as exc:
+        transport.close()
+        raise DialError(
+            f"cannot use congestion control {name!r}: {exc.strerror or exc} (allowed here: "
+            f"{_allowed_congestion_controls()})"
+        ) from exc
+
+
+def _allowed_congestion_controls() -> str:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_allowed_congestion_control") as fh:
+            return fh.read().strip() or "none"
+    except OSError:
+        return "unknown"
