@@ -106,8 +106,7 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
         note = ""
         if ctl is not None and slot.state.value == "ready":
             state, since = ctl.state.value, ctl.state_since
-            if ctl.path_limited_bps:
-                note = f"path-limited at {_bps(ctl.path_limited_bps)}"
+            note = ctl.note
             if ctl.last_error and ctl.state.value in ("backoff", "failed"):
                 note = ctl.last_error
         elif slot.last_error:
@@ -155,7 +154,11 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
             )
         )
         if note and (
-            "back" in state or "failed" in state or "GOAWAY" in note or "path-limited" in note
+            "back" in state
+            or "failed" in state
+            or "GOAWAY" in note
+            or "path-limited" in note
+            or "do not hold" in note
         ):
             warnings.append(f"session {slot.index}: {note}")
     totals = service.pool.totals()

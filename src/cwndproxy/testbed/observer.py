@@ -39,6 +39,8 @@ class KernelSample:
     bytes_retrans: int | None = None
     # Total segments retransmitted on this connection (the Y of ss's "retrans:X/Y").
     retrans_total: int | None = None
+    # Segments sent and not yet acknowledged: the sender's data in flight.
+    unacked: int | None = None
 
     @property
     def restart_pending(self) -> bool:
@@ -123,6 +125,7 @@ def parse_ss(text: str, at: float) -> list[KernelSample]:
                 bytes_received=_int(values, "bytes_received"),
                 bytes_retrans=_int(values, "bytes_retrans"),
                 retrans_total=int(retrans.split("/")[1]) if "/" in retrans else 0,
+                unacked=_int(values, "unacked"),
             )
         )
         socket_line = None

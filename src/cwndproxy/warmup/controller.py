@@ -133,6 +133,10 @@ class WarmupController:
         return self.core.rate_score
 
     @property
+    def note(self) -> str:
+        return self.core.note
+
+    @property
     def history(self) -> list[tuple[float, WarmState]]:
         return list(self.core.history)
 

@@ -169,6 +169,21 @@ class WarmupCore:
         return bool(self.jobs)
 
     @property
+    def note(self) -> str:
+        """One line for the dashboard: what the engine concluded, if anything unusual."""
+        if self.path_limited_bps:
+            return f"path-limited at {self.path_limited_bps / 1e6:.1f}Mb/s"
+        if self.settings.strategy != "auto":
+            return ""
+        if self.fallback_bursts:
+            return "PINGs do not hold this upstream's window: bursts"
+        if self.grow_rejected:
+            return f"holding what real traffic grew ({self.last_error})"
+        if not self.can_grow:
+            return "holding what real traffic grew (no warm-up path)"
+        return ""
+
+    @property
     def rate_score(self) -> float:
         """How well this session's last large response ran, as a share of the target rate
         (1 when unknown): the pool prefers sessions whose window is not cut down."""
