@@ -7,6 +7,7 @@ window that download warm-up must hold lives there, and only the kernel knows it
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import threading
 import time
@@ -145,7 +146,13 @@ def ss_command(
 
 
 class WindowObserver:
-    """Samples ``ss`` every ``interval`` seconds in a thread, until stopped."""
+    """Samples ``ss`` every ``interval`` seconds until stopped.
+
+    One long-lived shell loop runs ``ss`` in the sampled namespace and a thread reads its
+    output: spawning ``ip netns exec ss`` twenty times a second costs a good part of a core,
+    which on a 2-core machine disturbs the very transfers being observed."""
+
+    MARK = "--cwnd-observer-sample--"
 
     def __init__(
         self,
@@ -159,6 +166,7 @@ class WindowObserver:
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[str] | None = None
         self.started_at = clock()
 
     def sample_once(self) -> list[KernelSample]:
@@ -166,21 +174,47 @@ class WindowObserver:
         out = subprocess.run(self.argv, capture_output=True, text=True, timeout=10).stdout
         return parse_ss(out, at)
 
+    def _loop_argv(self) -> list[str]:
+        i = self.argv.index("ss")
+        prefix, ss = self.argv[:i], self.argv[i:]
+        script = f"while :; do {shlex.join(ss)}; echo {self.MARK}; sleep {self.interval}; done"
+        return [*prefix, "sh", "-c", script]
+
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.samples.extend(self.sample_once())
-            self._stop.wait(self.interval)
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        block: list[str] = []
+        for line in proc.stdout:
+            if line.strip() == self.MARK:
+                self.samples.extend(parse_ss("".join(block), self._clock() - self.started_at))
+                block = []
+            else:
+                block.append(line)
+            if self._stop.is_set():
+                break
 
     def start(self) -> WindowObserver:
         self.started_at = self._clock()
+        self._proc = subprocess.Popen(
+            self._loop_argv(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         self._thread = threading.Thread(target=self._loop, daemon=True, name="ss-observer")
         self._thread.start()
         return self
 
     def stop(self) -> list[KernelSample]:
         self._stop.set()
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
         if self._thread is not None:
             self._thread.join(timeout=15)
+        if self._proc is not None and self._proc.stdout is not None:
+            self._proc.stdout.close()
         return self.samples
 
     def series(self) -> dict[str, list[dict[str, object]]]:
