@@ -43,8 +43,9 @@ class SlotView:
     # Dummy data in flight (a burst, a grow, a check): a response here would queue behind it.
     dummy_active: bool = False
     warm: bool = True
-    # How fast this session's last large response ran, as a share of the target (1 when
-    # unknown): a loss leaves a cubic sender at 0.7 of its window for seconds of transfer.
+    # The session's window as last measured, in target windows (1 without warm-up: no
+    # information). A loss leaves a cubic sender at 0.7 of its window for seconds of
+    # transfer; a session never used starts near the initial window.
     score: float = 1.0
 
 
@@ -52,9 +53,9 @@ def choose_slot(views: Sequence[SlotView], exclude: frozenset[int] = frozenset()
     """Pick a session for a real request: ready ones only; prefer one with a free stream
     slot, then the fewest active real streams, then one without dummy data in flight (its
     bytes would queue ahead of the response in the server's socket), then a warm one, then
-    the one whose last large response ran fastest (in tenths of the target), then the most
-    recently chosen: a held window needs no use to stay, and the session that just served
-    has certainly kept its own."""
+    the one with the biggest window as last measured (in tenths of the target), then the
+    most recently chosen: a held window needs no use to stay, and the session that just
+    served has certainly kept its own."""
     candidates = [v for v in views if v.ready and v.index not in exclude]
     if not candidates:
         return None
@@ -122,7 +123,7 @@ class PoolSlot:
             last_chosen=self.last_chosen,
             dummy_active=bool(self.controller and self.controller.dummy_active),
             warm=self.controller is None or bool(self.controller.warm),
-            score=1.0 if self.controller is None else float(self.controller.rate_score),
+            score=1.0 if self.controller is None else float(self.controller.window_share),
         )
 
     @property

@@ -392,16 +392,19 @@ def test_auto_caps_what_the_upstream_may_burst_at_one_window() -> None:
     upload.done()
 
 
-def test_a_slow_large_response_lowers_the_session_score() -> None:
+def test_the_session_score_is_its_window_as_last_measured() -> None:
+    pb = Playbook(core("ping"), QUIET)
+    pb >> m.Connected(RTT)
+    assert pb.core.window_share == 0.1, "never used: assume the initial window"
     pb = grown_auto()
-    assert pb.core.rate_score == 1.0
-    # 4 windows in 0.4 s at 100 Mbit/s would be full rate; 0.5 s is 80% of it.
+    assert pb.core.window_share == pytest.approx(0.9), "the grow's verified first flight"
+    # A response that ended at 70% of the target rate: cubic cut its window after a loss.
     pb.at(2.0) >> m.RealStarted(here=True)
-    pb.at(2.6) >> m.RealEnded(here=True, flight=Flight(W, 5 * W, duration=0.5))
+    pb.at(2.6) >> m.RealEnded(here=True, flight=Flight(W, 5 * W, tail_bps=0.7 * TARGET))
     pb.done()
-    assert pb.core.rate_score == pytest.approx(0.8)
-    # A small response says nothing about the rate.
+    assert pb.core.window_share == pytest.approx(0.7)
+    # A response too short to have a tail says nothing about the window it ended with.
     pb.at(3.0) >> m.RealStarted(here=True)
-    pb.at(3.2) >> m.RealEnded(here=True, flight=Flight(W // 2, W // 2, duration=0.01))
+    pb.at(3.2) >> m.RealEnded(here=True, flight=Flight(W // 2, W // 2))
     pb.done()
-    assert pb.core.rate_score == pytest.approx(0.8)
+    assert pb.core.window_share == pytest.approx(0.7)

@@ -114,6 +114,9 @@ class UpstreamStream:
         self.first_data_at: float | None = None
         self.last_data_at: float | None = None
         self.first_rtt_bytes = 0
+        # (arrival time, bytes so far) of the latest DATA: the rate of the response's last
+        # round trips tells the window it ended with.
+        self.arrivals: collections.deque[tuple[float, int]] = collections.deque(maxlen=512)
         # The response body's length when the upstream announced it (content-length).
         self.expected_body: int | None = None
 
@@ -187,6 +190,7 @@ class UpstreamStream:
             if self.first_data_at is None:
                 self.first_data_at = now
             self.last_data_at = now
+            self.arrivals.append((now, self.bytes_received))
             if now - self.first_data_at <= self.flight_window:
                 self.first_rtt_bytes += len(data)
         self._data_ready.set()

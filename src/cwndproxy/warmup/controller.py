@@ -129,8 +129,8 @@ class WarmupController:
         return self.core.dummy_active
 
     @property
-    def rate_score(self) -> float:
-        return self.core.rate_score
+    def window_share(self) -> float:
+        return self.core.window_share
 
     @property
     def note(self) -> str:

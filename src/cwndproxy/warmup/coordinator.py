@@ -30,10 +30,29 @@ class Member(Protocol):
 def flight_of(stream: UpstreamStream) -> Flight | None:
     if stream.flight_window is None or stream.bytes_received == 0:
         return None
-    duration = 0.0
-    if stream.first_data_at is not None and stream.last_data_at is not None:
-        duration = stream.last_data_at - stream.first_data_at
-    return Flight(stream.first_rtt_bytes, stream.bytes_received, duration)
+    return Flight(stream.first_rtt_bytes, stream.bytes_received, tail_rate(stream))
+
+
+def tail_rate(stream: UpstreamStream) -> float | None:
+    """Bits per second over the last two (minimum) RTTs of the response; None when it
+    lasted less than three RTTs (then its end still carries its start)."""
+    rtt = stream.flight_window
+    arrivals = stream.arrivals
+    if rtt is None or not arrivals or stream.first_data_at is None:
+        return None
+    end, total = arrivals[-1]
+    if end - stream.first_data_at < 3 * rtt:
+        return None
+    start = end - 2 * rtt
+    before = None
+    for at, so_far in arrivals:
+        if at > start:
+            break
+        before = (at, so_far)
+    if before is None:
+        return None  # the ring does not reach back two RTTs (tiny frames): no verdict
+    at, so_far = before
+    return (total - so_far) * 8 / max(end - at, 1e-6)
 
 
 class WarmupCoordinator:

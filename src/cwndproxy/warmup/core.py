@@ -35,6 +35,7 @@ from cwndproxy.warmup.policy import (
     GROW_MAX_FETCHES,
     RAMP_MAX_DWELLS,
     RAMP_REACH,
+    UNKNOWN_WINDOW_SHARE,
     WINDOW_LOST,
     Action,
     BurstPlan,
@@ -140,8 +141,9 @@ class WarmupCore:
         self.lost_streak = 0
         self.fallback_bursts = False  # PINGs do not hold here: bursts instead
         self.window_seen: int | None = None  # last first-flight (or sender window), bytes
-        # The rate the last large response ran at, bits/s (None: none seen yet).
-        self.rate_seen: float | None = None
+        # The session's window as the last measurement showed it, in target windows: a grow
+        # or check's first flight, or the tail rate of a real response (None: never seen).
+        self.window_share_seen: float | None = None
         self.window_reached: int | None = None  # set when growing stopped short
         self._lost_pending = False
         # The upstream refused the warm-up path (e.g. 404): auto then only holds.
@@ -184,12 +186,12 @@ class WarmupCore:
         return ""
 
     @property
-    def rate_score(self) -> float:
-        """How well this session's last large response ran, as a share of the target rate
-        (1 when unknown): the pool prefers sessions whose window is not cut down."""
-        if self.rate_seen is None or self.settings.target_bps <= 0:
-            return 1.0
-        return min(1.0, self.rate_seen / self.settings.target_bps)
+    def window_share(self) -> float:
+        """This session's window as last measured, in target windows (capped at 1): the
+        pool prefers the biggest. Never measured: assume the initial window."""
+        if self.window_share_seen is None or not self.window:
+            return UNKNOWN_WINDOW_SHARE
+        return min(1.0, self.window_share_seen)
 
     @property
     def wants_rates(self) -> bool:
@@ -329,16 +331,15 @@ class WarmupCore:
             self._maybe_grow()
             return
         self.real_here = max(0, self.real_here - 1)
-        if event.flight is not None:
-            rate = event.flight.rate()
-            if rate is not None:
-                self.rate_seen = rate
         if self.settings.strategy == "auto" and event.flight is not None and self.window:
             verdict = window_verdict(event.flight, self.window)
             if verdict is WindowVerdict.HELD:
                 self._window_held(event.flight.first_rtt_bytes)
             elif verdict is WindowVerdict.LOST:
                 self._window_lost(event.flight.first_rtt_bytes)
+        if event.flight is not None and event.flight.tail_bps is not None and self.min_rtt:
+            # The window the response ended with: newer than what its first flight showed.
+            self.window_share_seen = event.flight.tail_bps / 8 * self.min_rtt / self.window
         if self.state is WarmState.SERVING and self.real_here == 0:
             regrow = self.settings.strategy == "auto" and self.can_grow
             regrow = regrow and (self._lost_pending or not self.grown_once)
@@ -441,6 +442,7 @@ class WarmupCore:
         shown = self._shown(event)
         if shown is not None:
             self.window_seen = shown
+            self.window_share_seen = shown / self.window
         if self.state is not WarmState.RAMPING:
             return
         if shown is not None and grown(shown, self.window):
@@ -485,12 +487,14 @@ class WarmupCore:
 
     def _window_held(self, shown: int) -> None:
         self.window_seen = shown
+        self.window_share_seen = shown / self.window if self.window else None
         self.verified = True
         self.lost_streak = 0
         self._check_at = self.now + self._check_interval()
 
     def _window_lost(self, shown: int, *, from_check: bool = False) -> None:
         self.window_seen = shown
+        self.window_share_seen = shown / self.window if self.window else None
         self.lost_streak += 1
         self._lost_pending = True
         first_check = from_check and self.verified is None

@@ -46,9 +46,9 @@ HOLD_PING_FRACTION = 0.5
 WINDOW_REACHED = 0.7
 # Below this share a held window counts as lost.
 WINDOW_LOST = 0.4
-# A large response that ran below this share of the target rate tells of a window below
-# one BDP (the pool then prefers other sessions).
-RATE_OK = 0.85
+# A session that never carried data starts near the initial window: this share of a target
+# window is what the pool assumes of it.
+UNKNOWN_WINDOW_SHARE = 0.1
 # The grow phase stops after this many dummy fetches whatever the window reached.
 GROW_MAX_FETCHES = 6
 MIN_WINDOW_BYTES = 64 * 1024
@@ -163,17 +163,11 @@ class Flight:
 
     first_rtt_bytes: int
     total_bytes: int
-    # First to last byte, seconds (0 when unknown): with total_bytes, the rate the
-    # response actually ran at, which shows a window held *below* one BDP (after a loss,
-    # cubic keeps 0.7 of it and regrows only over seconds of transfer).
-    duration: float = 0.0
-
-    def rate(self) -> float | None:
-        """Bits per second over the response, from its first byte; None when too short to
-        say (it fits in a couple of round trips, or the duration is unknown)."""
-        if self.duration <= 0 or self.total_bytes < 2 * max(self.first_rtt_bytes, 1):
-            return None
-        return self.total_bytes * 8 / self.duration
+    # Bits per second over the response's last two round trips (None: too short): the
+    # window the sender ended with, per RTT. It shows a window held *below* one BDP (after
+    # a loss, cubic keeps 0.7 of it and regrows only over seconds of transfer), and, unlike
+    # the whole response's rate, not a window that started small and grew.
+    tail_bps: float | None = None
 
 
 class WindowVerdict(enum.Enum):
