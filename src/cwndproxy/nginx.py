@@ -40,6 +40,9 @@ http {{
     tcp_nopush on;
     keepalive_requests {keepalive_requests};
     http2_chunk_size {http2_chunk_size};
+    # The initial HTTP/2 window nginx offers a request body (default 64k): with the default,
+    # every upload stalls one RTT after its first 64 KiB whatever the sender's cwnd.
+    http2_body_preread_size {body_preread};
     client_max_body_size 0;
 {servers}
 }}
@@ -85,6 +88,8 @@ class NginxServer:
     # More TLS ports serving the same content: the testbed gives each benchmark arm its own,
     # so the origin's sockets (ss) tell which arm they carry.
     extra_tls_ports: Sequence[int] = ()
+    # nginx's initial HTTP/2 window for request bodies (its default is 64k).
+    body_preread: str = "64k"
     # A loopback port for the internal server behind ``/sink`` (None: no sink).
     sink_port: int | None = None
     # Run nginx under this prefix, e.g. ["ip", "netns", "exec", "ns"] for the testbed.
@@ -146,6 +151,7 @@ class NginxServer:
             servers="".join(servers),
             keepalive_requests=self.keepalive_requests,
             http2_chunk_size=self.http2_chunk_size,
+            body_preread=self.body_preread,
         )
 
     def start(self, timeout: float = 10.0) -> None:

@@ -91,3 +91,15 @@ def test_h2_keeps_the_connection_window_manager_where_the_session_replaces_it() 
     assert conn.inbound_flow_control_window == 65535
     conn.increment_flow_control_window(1000)
     assert credit.current_window_size == 66535
+
+
+def test_active_credit_grows_with_queueing_others_cause() -> None:
+    credit = InboundCredit()
+    credit.burst_limit = B
+    credit.active = True
+    credit.rtt_factor = 2.0  # a bulk flow keeps a one-BDP queue: the RTT doubled
+    assert credit.target == 3 * B
+    credit.rtt_factor = 10.0
+    assert credit.target == 6 * B, "capped"
+    credit.active = False
+    assert credit.target == B, "the first flight stays bounded whatever the RTT"

@@ -114,6 +114,8 @@ def start_nginx(
         tls_port=TLS_PORT,
         extra_tls_ports=extra_tls_ports,
         sink_port=SINK_PORT,
+        # Uploads must meet the sender's window, not a 64 KiB stall per request.
+        body_preread="4m",
         cert_file=cert,
         key_file=key,
         command_prefix=netns_exec(tb.origin_ns),

@@ -39,6 +39,8 @@ MIN_CREDIT = 64 * 1024
 UNCAPPED = 64 * 1024 * 1024
 # Credit outstanding while data flows, in burst limits.
 ACTIVE_FACTOR = 1.5
+# The most the active credit grows for a path whose RTT other traffic has inflated.
+MAX_RTT_FACTOR = 4.0
 
 
 class InboundCredit(h2.windows.WindowManager):
@@ -55,6 +57,11 @@ class InboundCredit(h2.windows.WindowManager):
         # other active response) is still to come? None = unknown (no content-length).
         self.active = False
         self.remaining: int | None = None
+        # RTT measured while this connection was idle over the minimum RTT: the queue other
+        # traffic keeps at the bottleneck. A byte credit sized for the minimum RTT would
+        # then carry only a fraction of the rate: with a bulk flow filling a one-BDP queue
+        # the RTT doubles. Idle samples only, so our own transfers' queue cannot feed it.
+        self.rtt_factor = 1.0
         # Received but not yet consumed (still in our stream buffers). Beyond the allowance
         # they count as outstanding: a reader that never reads then gets no more credit.
         self.buffered = 0
@@ -67,7 +74,7 @@ class InboundCredit(h2.windows.WindowManager):
         idle = max(MIN_CREDIT, self.burst_limit)
         if not self.active:
             return idle
-        active = int(ACTIVE_FACTOR * idle)
+        active = int(ACTIVE_FACTOR * idle * min(MAX_RTT_FACTOR, max(1.0, self.rtt_factor)))
         if self.remaining is None:
             return active
         return min(active, self.remaining + idle)

@@ -34,6 +34,8 @@ DEFAULT_MAX_FRAME = 1024 * 1024
 # A read hands the consumer up to this much at once: nginx sends 8-16 KiB DATA frames, and
 # forwarding each as its own ASGI message would cost more CPU than the bytes themselves.
 MAX_READ_CHUNK = 1024 * 1024
+# Weight of one idle PING sample in the smoothed idle RTT (InboundCredit.rtt_factor).
+IDLE_RTT_GAIN = 0.25
 
 
 class UpstreamError(Exception):
@@ -696,6 +698,10 @@ class H2Session(H2Endpoint):
         self.rtt = rtt
         if self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt
+        if self.credit is not None and not self.credit.active and self.min_rtt > 0:
+            # An idle PING sees only the queue others keep (see InboundCredit.rtt_factor).
+            factor = rtt / self.min_rtt
+            self.credit.rtt_factor += IDLE_RTT_GAIN * (factor - self.credit.rtt_factor)
         if not fut.done():
             fut.set_result(rtt)
 

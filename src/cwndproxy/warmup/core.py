@@ -619,7 +619,9 @@ class WarmupCore:
                     self.burst_limit = limit
                     self._out.append(m.LimitBurst(limit))
             if s.upload and self.pacing is None:
-                self.pacing = s.burst_limit_bdp * s.target_bps / 8
+                # At the target rate itself, not the burst fraction: paced sends at the
+                # bottleneck's rate never build a queue, so any window may go out at once.
+                self.pacing = s.target_bps / 8
                 self._out.append(m.PaceSends(self.pacing))
 
     def _start_job(self, size: int, purpose: m.Purpose) -> None:
