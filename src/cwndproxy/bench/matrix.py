@@ -687,6 +687,66 @@ def heatmap(
     return str(path)
 
 
+def scatter(report: dict[str, Any], path: Path, arms: Sequence[str]) -> str | None:
+    """Every measured fetch: the origin's window before it (BDPs of the path; the kernel's
+    restart formula applied when an idle restart was pending) against its time to last byte
+    over ideal; hollow markers had no queue drops, filled ones did."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    cells = {c["name"]: c for c in report["cells"]}
+    colors = {"default": "tab:green", "ping": "tab:orange", "burst": "tab:blue", "off": "grey"}
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for arm in arms:
+        if arm not in colors:
+            continue
+        xs, ys, drops = [], [], []
+        for cell_name, arm_results in report["fetches"].items():
+            cell = cells.get(cell_name)
+            if cell is None or cell["upload"] or cell["loss"] or cell["cross"]:
+                continue
+            for result in arm_results:
+                if result["name"] != arm:
+                    continue
+                for f in result["fetches"]:
+                    if f["cwnd_effective"] is None:
+                        continue
+                    xs.append(f["cwnd_effective"] * MSS / cell["bdp_bytes"])
+                    ys.append(f["ttlb"] / cell["ideal_s"])
+                    drops.append(f["drops"] > 0)
+        ax.scatter(
+            [x for x, d in zip(xs, drops, strict=True) if not d],
+            [y for y, d in zip(ys, drops, strict=True) if not d],
+            facecolors="none",
+            edgecolors=colors[arm],
+            label=f"{arm}",
+            s=22,
+        )
+        ax.scatter(
+            [x for x, d in zip(xs, drops, strict=True) if d],
+            [y for y, d in zip(ys, drops, strict=True) if d],
+            color=colors[arm],
+            label=f"{arm} (queue drops)",
+            s=22,
+        )
+    ax.axvline(1.0, color="black", ls=":", lw=0.8)
+    ax.axhline(1.1, color="black", ls="--", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_ylim(0.9, 4)
+    ax.set_xlabel("origin cwnd before the fetch (BDPs of the path)")
+    ax.set_ylabel("time to last byte / ideal")
+    ax.set_title("Download cells without loss or cross traffic: every measured fetch")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="cwnd-proxy bench --matrix",
@@ -700,7 +760,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench/results/matrix", help="output directory")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--list", action="store_true", help="list the cells and arms, then exit")
+    p.add_argument(
+        "--replot", metavar="DIR", help="redraw the table and plots from DIR/results.json"
+    )
     args = p.parse_args(argv)
+    if args.replot:
+        return _replot(Path(args.replot))
     cells = list(CELLS)
     if args.quick:
         cells = [c for c in cells if c.name in QUICK]
@@ -764,6 +829,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _replot(out: Path) -> int:
+    report = json.loads((out / "results.json").read_text())
+    known = {c.name: c for c in CELLS}
+    cells = [known[c["name"]] for c in report["cells"] if c["name"] in known]
+    names = sorted({a for cell in report["summary"].values() for a in cell})
+    arms = [a for a in ARMS if a.name in names]
+    raw = report["fetches"]
+    files = _write(out, cells, arms, report["summary"], raw)
+    print(table(cells, report["summary"]))
+    print("written: " + ", ".join(files))
+    return 0
+
+
 def _write(
     out: Path,
     cells: Sequence[Cell],
@@ -780,6 +858,9 @@ def _write(
     (out / "matrix.md").write_text(table(cells, results) + "\n")
     files = [str(out / "results.json"), str(out / "matrix.md")]
     png = heatmap(cells, [a.name for a in arms], results, out / "heatmap.png")
+    if png:
+        files.append(png)
+    png = scatter(report, out / "cwnd-vs-ttlb.png", [a.name for a in arms])
     if png:
         files.append(png)
     return files

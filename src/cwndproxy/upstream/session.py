@@ -34,8 +34,8 @@ DEFAULT_MAX_FRAME = 1024 * 1024
 # A read hands the consumer up to this much at once: nginx sends 8-16 KiB DATA frames, and
 # forwarding each as its own ASGI message would cost more CPU than the bytes themselves.
 MAX_READ_CHUNK = 1024 * 1024
-# Weight of one idle PING sample in the smoothed idle RTT (InboundCredit.rtt_factor).
-IDLE_RTT_GAIN = 0.25
+# Idle PING RTTs within this many seconds count towards InboundCredit.rtt_factor.
+IDLE_RTT_WINDOW = 2.0
 
 
 class UpstreamError(Exception):
@@ -241,6 +241,7 @@ class H2Session(H2Endpoint):
             max_concurrent_streams=None,
         )
         self.credit: InboundCredit | None = None
+        self._idle_rtts: collections.deque[tuple[float, float]] = collections.deque()
         if metered:
             # h2 keeps the connection-level receive window in this (private) attribute; the
             # replacement has the same interface (tests/unit/test_h2_internals.py).
@@ -698,12 +699,24 @@ class H2Session(H2Endpoint):
         self.rtt = rtt
         if self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt
-        if self.credit is not None and not self.credit.active and self.min_rtt > 0:
-            # An idle PING sees only the queue others keep (see InboundCredit.rtt_factor).
-            factor = rtt / self.min_rtt
-            self.credit.rtt_factor += IDLE_RTT_GAIN * (factor - self.credit.rtt_factor)
+        if self.credit is not None and self.min_rtt > 0:
+            self._idle_rtt_sample(rtt)
         if not fut.done():
             fut.set_result(rtt)
+
+    def _idle_rtt_sample(self, rtt: float) -> None:
+        """Track the queue other traffic keeps (InboundCredit.rtt_factor): the smallest RTT
+        of the PINGs answered while this connection carried no response over the last
+        seconds. A minimum, over seconds: another flow's one-second transfer passes (and
+        must not inflate the next transfer's credit); a bulk flow's standing queue stays."""
+        assert self.credit is not None and self.min_rtt is not None
+        now = time.monotonic()
+        if not self.credit.active:
+            self._idle_rtts.append((now, rtt))
+        while self._idle_rtts and self._idle_rtts[0][0] < now - IDLE_RTT_WINDOW:
+            self._idle_rtts.popleft()
+        if self._idle_rtts:
+            self.credit.rtt_factor = min(r for _, r in self._idle_rtts) / self.min_rtt
 
     async def _probe_rtt(self) -> None:
         # PING costs the peer a few bytes; it also keeps NAT and firewall state alive.
