@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 APT_STAMP := $(VENV)/.apt-tools
 # Third-party peers the tests talk to: nginx (upstream), curl and h2load (clients), ss (socket census).
-APT_TOOLS := nginx-light nghttp2-client curl iproute2 tmux openssl
+APT_TOOLS := nginx-light nghttp2-client curl iproute2 tmux openssl haproxy
 
-.PHONY: run test lint typecheck unit bench bench-loopback bench-testbed clean apt-tools
+.PHONY: run test lint typecheck unit bench bench-matrix bench-matrix-quick bench-ping-hold bench-loopback bench-testbed clean apt-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 
 # Installs the Debian tools only when one is missing; needs root (CI runs as root).
 apt-tools: | $(BIN)/python
-	@if ! command -v nginx >/dev/null || ! command -v h2load >/dev/null || ! command -v curl >/dev/null || ! command -v ss >/dev/null || ! command -v tmux >/dev/null || ! command -v openssl >/dev/null; then \
+	@if ! command -v nginx >/dev/null || ! command -v h2load >/dev/null || ! command -v curl >/dev/null || ! command -v ss >/dev/null || ! command -v tmux >/dev/null || ! command -v openssl >/dev/null || ! command -v haproxy >/dev/null; then \
 		echo "installing Debian tools: $(APT_TOOLS)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
 	fi
@@ -53,6 +53,21 @@ bench-loopback: $(DEV_STAMP) apt-tools
 bench: $(DEV_STAMP) apt-tools
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/cwnd-proxy bench
+
+# The path matrix (root): every cell x every arm (cwnd-proxy strategies, HAProxy, nginx,
+# cold curl), about 26 minutes. Writes bench/results/matrix/{results.json,matrix.md,*.png}.
+bench-matrix: $(DEV_STAMP) apt-tools
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/cwnd-proxy bench --matrix
+
+bench-matrix-quick: $(DEV_STAMP) apt-tools
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/cwnd-proxy bench --matrix --quick
+
+# How long HTTP/2 PINGs hold a Linux server's window (root, 10 minutes).
+bench-ping-hold: $(DEV_STAMP) apt-tools
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/cwnd-proxy bench --ping-hold
 
 bench-testbed: $(DEV_STAMP) apt-tools
 	$(BIN)/python bench/testbed_check.py

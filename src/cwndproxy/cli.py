@@ -214,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "bench",
-        help="the warm-up benchmarks on the emulated WAN (needs root): S1/U1, or the path "
-        "matrix against HAProxy and nginx with --matrix; see bench [--matrix] --help",
+        help="the warm-up benchmarks on the emulated WAN (needs root): S1/U1; the path matrix "
+        "against HAProxy and nginx (--matrix); how long PINGs hold a window (--ping-hold); "
+        "see bench [--matrix|--ping-hold] --help",
         add_help=False,
     )
 
@@ -297,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cwndproxy.bench.matrix import main as matrix_main
 
             return matrix_main([a for a in raw[1:] if a != "--matrix"])
+        if "--ping-hold" in raw[1:]:
+            from cwndproxy.bench.ping_hold import main as ping_hold_main
+
+            return ping_hold_main([a for a in raw[1:] if a != "--ping-hold"])
         from cwndproxy.bench.warmup import main as bench_main
 
         return bench_main(raw[1:])

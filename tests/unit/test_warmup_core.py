@@ -77,6 +77,9 @@ class Playbook:
         # A method: mypy would narrow an attribute across the events that change it.
         return self.core.state
 
+    def attr(self, name: str) -> Any:
+        return getattr(self.core, name)
+
     def _unexpected(self) -> list[m.Command]:
         return [c for c in self.pending if not isinstance(c, self.ignore)]
 
@@ -123,37 +126,66 @@ def test_auto_grows_once_then_holds_with_pings_and_checks_once() -> None:
     pb.wake(1.0 + interval) << m.SendPing
     pb.wake(1.0 + 2 * interval) << m.SendPing
     pb.done()
-    # The first check comes 8 RTOs after the hold began; it fetches one window.
+    # The first check comes 8 RTOs after the hold began: it takes the pool's grow slot
+    # (one measurement at a time) and fetches one window.
     pb.ignore = QUIET
     first_check = 1.0 + 8 * (RTT + 0.2)
-    pb.tick(first_check) << m.StartDummy(3, W, m.Purpose.CHECK)
+    pb.tick(first_check) << m.RequestGrowSlot
+    pb >> m.GrowSlotGranted() << m.StartDummy(3, W, m.Purpose.CHECK)
     pb.done()
     pb.at(first_check + 0.3) >> m.DummyDone(3, W, Flight(int(0.95 * W), W))
+    pb << m.ReleaseGrowSlot
     pb.done()
     assert pb.core.verified is True and not pb.core.fallback_bursts
     assert pb.state() is WarmState.HOLDING
 
 
-def test_a_check_that_finds_the_window_gone_switches_to_bursts_and_grows_again() -> None:
+def check(pb: Playbook, at: float, job: int, first_rtt_bytes: int) -> None:
+    """Run a due check at ``at`` that sees ``first_rtt_bytes`` in its first round trip."""
+    pb.tick(at) << m.RequestGrowSlot
+    pb >> m.GrowSlotGranted() << m.StartDummy(job, W, m.Purpose.CHECK)
+    pb.at(at + 0.5) >> m.DummyDone(job, W, Flight(first_rtt_bytes, W))
+
+
+def test_one_failed_check_grows_again_two_switch_to_bursts() -> None:
     pb = grown_auto()
     first_check = 1.0 + 8 * (RTT + 0.2)
-    pb.tick(first_check) << m.StartDummy(3, W, m.Purpose.CHECK)
+    # Only the initial window's worth arrived in the first round trip.
+    check(pb, first_check, 3, 14_480)
+    pb << m.StartDummy(4, W, m.Purpose.GROW)  # the slot is kept: the grow starts at once
     pb.done()
-    # Only the initial window's worth arrived in the first round trip: PINGs did not hold.
-    pb.at(first_check + 0.5) >> m.DummyDone(3, W, Flight(14_480, W)) << m.RequestGrowSlot
-    pb.done()
-    assert pb.core.fallback_bursts and pb.state() is WarmState.RAMPING
-    pb >> m.GrowSlotGranted() << m.StartDummy(4, W, m.Purpose.GROW)
+    assert pb.state() is WarmState.RAMPING and not pb.attr("fallback_bursts")
     t = first_check + 1.0
     pb.at(t) >> m.DummyDone(4, W, Flight(W, W)) << m.ReleaseGrowSlot
+    pb.done()
+    # Checked again soon after the new grow; gone again: PINGs do not hold here.
+    check(pb, t + 8 * (RTT + 0.2), 5, 14_480)
+    assert pb.attr("fallback_bursts") and pb.state() is WarmState.RAMPING
+    pb.pending.clear()
+    t = pb.now + 0.5
+    pb.at(t) >> m.DummyDone(6, W, Flight(W, W)) << m.ReleaseGrowSlot
     pb.done()
     # Holding with bursts now: no more PINGs, a burst of 0.75 window per 0.9 RTO.
     plan = pb.core.plan
     assert plan is not None and plan.size_bytes == math.ceil(0.75 * W)
     pb.ignore = (m.WakeAt,)  # no PINGs may come now
-    pb.wake() << m.StartDummy(5, plan.size_bytes, m.Purpose.BURST)
+    pb.wake() << m.StartDummy(7, plan.size_bytes, m.Purpose.BURST)
     pb.done()
     assert pb.core._ping_at is None
+
+
+def test_a_check_waits_for_the_slot_and_for_a_quiet_pool() -> None:
+    pb = grown_auto()
+    first_check = 1.0 + 8 * (RTT + 0.2)
+    pb.tick(first_check) << m.RequestGrowSlot
+    pb.done()
+    # Another session measures first; then real traffic starts before the slot comes.
+    pb.at(first_check + 0.1) >> m.RealStarted(here=False)
+    pb >> m.GrowSlotGranted()
+    pb.done()  # no check beside real traffic
+    pb.at(first_check + 0.4) >> m.RealEnded(here=False)
+    pb.done()
+    assert not pb.core.jobs
 
 
 def test_real_traffic_while_connecting_comes_first() -> None:
@@ -336,8 +368,8 @@ def test_a_rejected_warm_up_path_leaves_auto_holding_and_stops_burst() -> None:
 
 def test_a_missed_ping_answer_checks_the_window_at_once() -> None:
     pb = grown_auto()
-    pb.at(1.5) >> m.PingMissed()
-    pb << m.StartDummy(3, W, m.Purpose.CHECK)
+    pb.at(1.5) >> m.PingMissed() << m.RequestGrowSlot
+    pb >> m.GrowSlotGranted() << m.StartDummy(3, W, m.Purpose.CHECK)
     pb.done()
 
 
@@ -408,3 +440,27 @@ def test_the_session_score_is_its_window_as_last_measured() -> None:
     pb.at(3.2) >> m.RealEnded(here=True, flight=Flight(W // 2, W // 2))
     pb.done()
     assert pb.core.window_share == pytest.approx(0.7)
+
+
+def test_after_a_grow_that_fell_short_regrows_wait() -> None:
+    """A lossy path cannot hold the target window: growing again at every verdict only
+    loads it. The grow after a shortfall waits 15 s, then 30 s, ..."""
+    pb = Playbook(core(), QUIET)
+    pb >> m.Connected(RTT) << m.RequestGrowSlot
+    pb >> m.GrowSlotGranted()
+    for i in range(GROW_MAX_FETCHES):
+        pb << m.StartDummy(i + 1, W, m.Purpose.GROW)
+        pb.at(0.1 * (i + 1)) >> m.DummyDone(i + 1, W, Flight(30_000, W))
+    pb << m.ReleaseGrowSlot
+    pb.done()
+    assert pb.state() is WarmState.HOLDING and pb.core.path_limited_bps is not None
+    # A real response shows the small window again: no grow yet.
+    pb.at(2.0) >> m.RealStarted(here=True)
+    pb.at(2.5) >> m.RealEnded(here=True, flight=Flight(14_000, 4 * W))
+    pb.done()
+    assert pb.state() is WarmState.HOLDING
+    # After the hold-off, it may grow again.
+    pb.at(20.0) >> m.RealStarted(here=True)
+    pb.at(20.5) >> m.RealEnded(here=True, flight=Flight(14_000, 4 * W)) << m.RequestGrowSlot
+    pb.done()
+    assert pb.state() is WarmState.RAMPING

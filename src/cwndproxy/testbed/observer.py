@@ -52,6 +52,9 @@ class KernelSample:
             self.lastsnd_ms is not None
             and self.rto_ms is not None
             and self.lastsnd_ms > self.rto_ms
+            # Congestion controls that own the whole loop skip the restart (the kernel's
+            # tcp_slow_start_after_idle_check returns early for ca_ops->cong_control).
+            and self.cc not in ("bbr", "bbr2")
         )
 
     def effective_cwnd(self, initial: int = 10) -> int | None:

@@ -67,11 +67,18 @@ MIN_CHECK_INTERVAL = 60.0
 # keep is long gone by then.
 FIRST_CHECK_RTOS = 8
 MIN_FIRST_CHECK = 2.0
-# A lost window found this many times in a row, with PINGs going out, means PINGs do not
-# hold on this upstream: hold with bursts.
+# Checks that find the window gone this many times in a row (each after a fresh grow, with
+# PINGs going out) mean PINGs do not hold on this upstream: hold with bursts. Not one: a
+# first flight that shared the path with other traffic looks like a lost window, and bursts
+# cost a quarter of the path for good.
 FALLBACK_AFTER_LOSSES = 2
 HISTORY = 64
 NO_SLOT_RETRY = 1.0
+# After a grow that fell short of the target (loss or a competing flow limits the window),
+# growing again at every lost-window verdict only adds load to a path that cannot hold
+# more: wait this long first, doubling up to the maximum.
+REGROW_HOLDOFF_MIN = 15.0
+REGROW_HOLDOFF_MAX = 120.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,8 @@ class WarmupCore:
         self.grown_once = False
         self.verified: bool | None = None  # does the held window survive? None: unknown
         self.lost_streak = 0
+        self.check_losses = 0  # consecutive checks that found the window gone
+        self._check_wanted = False  # a check waits for the grow slot
         self.fallback_bursts = False  # PINGs do not hold here: bursts instead
         self.window_seen: int | None = None  # last first-flight (or sender window), bytes
         # The session's window as the last measurement showed it, in target windows: a grow
@@ -146,6 +155,8 @@ class WarmupCore:
         self.window_share_seen: float | None = None
         self.window_reached: int | None = None  # set when growing stopped short
         self._lost_pending = False
+        self._regrow_holdoff = 0.0
+        self._regrow_not_before = 0.0
         # The upstream refused the warm-up path (e.g. 404): auto then only holds.
         self.grow_rejected = False
         # Counters and notes (dashboard, tests).
@@ -263,6 +274,7 @@ class WarmupCore:
         self._maybe_grow()
 
     def _start_hold(self) -> None:
+        self._defer_check()
         self._release_slot()
         self._ramp_next = self._ramp_deadline = None
         if self.real_here:
@@ -278,16 +290,19 @@ class WarmupCore:
             self._check_at = self.now + self._first_check_delay()
 
     def _serve(self) -> None:
+        self._defer_check()
         self._cancel_dummies()
         self._burst_at = None
         self._ramp_next = self._ramp_deadline = None
         self._release_slot()
 
     def _back_off(self) -> None:
+        self._defer_check()
         self._cancel_dummies()
         self._release_slot()
 
     def _stop(self) -> None:
+        self._check_wanted = False
         self._cancel_dummies()
         self._release_slot()
         self._ping_at = self._burst_at = self._check_at = None
@@ -343,6 +358,7 @@ class WarmupCore:
         if self.state is WarmState.SERVING and self.real_here == 0:
             regrow = self.settings.strategy == "auto" and self.can_grow
             regrow = regrow and (self._lost_pending or not self.grown_once)
+            regrow = regrow and self.now >= self._regrow_not_before
             self._lost_pending = False
             self._fire(WarmEvent.WINDOW_LOST if regrow else WarmEvent.REAL_ENDED)
         elif self.real_pool == 0:
@@ -380,8 +396,11 @@ class WarmupCore:
                     self._fire(WarmEvent.PLATEAU)
             elif self.state not in (WarmState.DRAINING, WarmState.FAILED):
                 self._fire(WarmEvent.FAILED)
-        elif event.failure is m.Failure.NO_SLOT and purpose is m.Purpose.CHECK:
+        elif purpose is m.Purpose.CHECK:
+            # Cancelled by real traffic, no free stream slot, or lost: look again later.
             self._check_at = self.now + NO_SLOT_RETRY
+            if self.state is WarmState.HOLDING:
+                self._release_slot()
         elif event.failure is m.Failure.NO_SLOT and purpose is m.Purpose.GROW:
             # The upstream allows so few streams that dummy traffic would block a real
             # request: count the attempt, try again later, give up after a few.
@@ -409,10 +428,12 @@ class WarmupCore:
     def _on_GrowSlotGranted(self, event: m.GrowSlotGranted) -> None:
         self._slot_requested = False
         self._slot_held = True
-        if self.state is not WarmState.RAMPING or self.settings.strategy != "auto":
+        if self.settings.strategy == "auto" and self.state is WarmState.RAMPING:
+            self._maybe_grow()
+        elif self.settings.strategy == "auto" and self._check_wanted:
+            self._maybe_check()
+        else:
             self._release_slot()
-            return
-        self._maybe_grow()
 
     def _on_SessionEnded(self, event: m.SessionEnded) -> None:
         if self.state in (WarmState.DRAINING, WarmState.FAILED):
@@ -448,6 +469,7 @@ class WarmupCore:
         if shown is not None and grown(shown, self.window):
             self.grown_once = True
             self.path_limited_bps = None
+            self._regrow_holdoff = 0.0
             self._fire(WarmEvent.TARGET_REACHED)
         elif self.grow_fetches >= GROW_MAX_FETCHES:
             # The window did not reach the target: the path (or the upstream) is slower
@@ -456,24 +478,44 @@ class WarmupCore:
             self.window_reached = shown
             if shown is not None and self.min_rtt:
                 self.path_limited_bps = shown * 8 / self.min_rtt
+            self._regrow_holdoff = min(
+                REGROW_HOLDOFF_MAX, max(REGROW_HOLDOFF_MIN, 2 * self._regrow_holdoff)
+            )
+            self._regrow_not_before = self.now + self._regrow_holdoff
             self._fire(WarmEvent.PLATEAU)
         else:
             self._maybe_grow()
+
+    def _maybe_check(self) -> None:
+        """Run the wanted check when this session holds the grow slot (one measurement in
+        the pool at a time: a first flight that shares the path looks like a lost window)
+        and no real traffic runs anywhere."""
+        if (
+            not self._check_wanted
+            or self.state is not WarmState.HOLDING
+            or not self._slot_held
+            or self.real_pool
+            or self.jobs
+        ):
+            return
+        self._check_wanted = False
+        self._start_job(self.window, m.Purpose.CHECK)
 
     def _check_done(self, event: m.DummyDone) -> None:
         self.checks += 1
         shown = self._shown(event)
         if shown is None:
             self._check_at = self.now + self._check_interval()
-            return
-        self.window_seen = shown
-        if shown >= WINDOW_LOST * self.window:
+        elif shown >= WINDOW_LOST * self.window:
             self._window_held(shown)
         else:
             self._window_lost(shown, from_check=True)
-            if self.state is WarmState.HOLDING:
+            if self.state is WarmState.HOLDING and self.now >= self._regrow_not_before:
                 self._lost_pending = False
-                self._fire(WarmEvent.WINDOW_LOST)
+                self._fire(WarmEvent.WINDOW_LOST)  # grows again, keeping the slot
+                return
+        if self.state is WarmState.HOLDING:
+            self._release_slot()
 
     def _shown(self, event: m.DummyDone) -> int | None:
         """The window a dummy job saw: the first flight of its download, or our own
@@ -490,6 +532,7 @@ class WarmupCore:
         self.window_share_seen = shown / self.window if self.window else None
         self.verified = True
         self.lost_streak = 0
+        self.check_losses = 0
         self._check_at = self.now + self._check_interval()
 
     def _window_lost(self, shown: int, *, from_check: bool = False) -> None:
@@ -497,18 +540,20 @@ class WarmupCore:
         self.window_share_seen = shown / self.window if self.window else None
         self.lost_streak += 1
         self._lost_pending = True
-        first_check = from_check and self.verified is None
-        if (
-            self.holds_with_pings
-            and self.grown_once
-            and (first_check or self.lost_streak >= FALLBACK_AFTER_LOSSES)
-        ):
-            # Grown, held with PINGs, found gone: PINGs do not keep this upstream's window
-            # (not a Linux sender, a middlebox answering PINGs, ...). Bursts instead.
+        self._check_at = self.now + self._check_interval()
+        if not from_check:
+            return
+        self.check_losses += 1
+        if self.holds_with_pings and self.grown_once and self.check_losses >= FALLBACK_AFTER_LOSSES:
+            # Grown, held with PINGs, found gone twice by checks in a quiet pool: PINGs do
+            # not keep this upstream's window (not a Linux sender, a middlebox answering
+            # PINGs, ...). Bursts instead.
             self.fallback_bursts = True
             self._ping_at = None
             self.verified = False
-        self._check_at = self.now + self._check_interval()
+        else:
+            # Look again soon after the new grow: a real failure shows twice quickly.
+            self._check_at = None
 
     def _first_check_delay(self) -> float:
         return max(MIN_FIRST_CHECK, FIRST_CHECK_RTOS * estimated_rto(self._rtt))
@@ -579,10 +624,17 @@ class WarmupCore:
         if self._check_at is not None and now >= self._check_at:
             if self.real_pool or self.jobs:
                 self._check_at = now + NO_SLOT_RETRY  # real traffic first; look later
+            elif not self.settings.download:
+                # Upload only: the check reads our own window from TCP_INFO, sends nothing.
+                self._check_at = None
+                self._start_job(0, m.Purpose.CHECK)
             else:
                 self._check_at = None
-                size = self.window if self.settings.download else 0
-                self._start_job(size, m.Purpose.CHECK)
+                self._check_wanted = True
+                if not self._slot_held and not self._slot_requested:
+                    self._slot_requested = True
+                    self._out.append(m.RequestGrowSlot())
+                self._maybe_check()
 
     def _schedule(self) -> None:
         candidates = [
@@ -634,6 +686,12 @@ class WarmupCore:
         if self.jobs:
             self._out.append(m.CancelDummies())
             self.jobs.clear()
+
+    def _defer_check(self) -> None:
+        """A check waiting for the slot when the state changes: ask again later."""
+        if self._check_wanted:
+            self._check_wanted = False
+            self._check_at = self.now + NO_SLOT_RETRY
 
     def _release_slot(self) -> None:
         if self._slot_held or self._slot_requested:
