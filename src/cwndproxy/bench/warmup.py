@@ -3,15 +3,19 @@
 Scenario S1 (download): 80 ms RTT, 100 Mbit/s, 1-BDP queue, nginx over TLS with cubic and
 slow_start_after_idle=1; the proxy (pool of 2, download warm-up, target 50 Mbit/s per
 connection) and a curl client in the client namespace. Each arm gets a fresh testbed:
-- ``burst``, ``ping``, ``off``: a 4 MB fetch through the proxy after every 3 s of idle;
-  for ``burst`` also fetches fired at random moments while holding;
+- ``auto``, ``burst``, ``ping``, ``off``: a 4 MB fetch through the proxy after every 3 s
+  of idle; for ``auto`` and ``burst`` also fetches fired at random moments while holding;
 - ``cold``: curl straight to nginx on a new connection each time;
 - ``ideal``: RTT + size/rate, computed.
 The origin's cwnd is sampled with ``ss`` throughout; dummy traffic while holding is read
 from the origin's bytes_acked during a quiet period with no requests.
 
-Scenario U1 (upload): the same link, the demo origin's sink, ``burst`` (upload warm-up) vs
-``off``: a 4 MB POST through the proxy after 3 s idle; the proxy's own snd_cwnd sampled.
+Scenario U1 (upload): the same link, the demo origin's sink, ``auto`` and ``burst`` (upload
+warm-up) vs ``off``: a 4 MB POST through the proxy after 3 s idle; the proxy's own snd_cwnd
+sampled.
+
+The path matrix (``--matrix``, bench/matrix.py) is the wider benchmark; this one keeps the
+scenarios the first engine was built on, for comparison across versions.
 
 Results: a table on stdout, ``results.json`` and PNG plots in the output directory.
 """
@@ -184,7 +188,7 @@ def download_arm(strategy: str, runs: int, out: Path, rng: random.Random) -> Arm
             for _ in range(runs):
                 time.sleep(3.0)
                 arm.ttlb.append(_curl_time(tb, ["-r", f"0-{SIZE - 1}", url]))
-            if strategy == "burst":
+            if strategy in ("auto", "burst"):
                 # Requests at random moments of the holding cycle: the mid-burst penalty.
                 for _ in range(runs):
                     time.sleep(rng.uniform(0.3, 3.0))
@@ -331,9 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     ideal = RTT + SIZE * 8 / RATE
-    arms = [download_arm(s, args.runs, out, rng) for s in ("burst", "ping", "off")]
+    arms = [download_arm(s, args.runs, out, rng) for s in ("auto", "burst", "ping", "off")]
     arms.append(cold_arm(args.runs))
-    upload = [] if args.no_upload else [upload_arm(s, args.runs, out) for s in ("burst", "off")]
+    upload = (
+        [] if args.no_upload else [upload_arm(s, args.runs, out) for s in ("auto", "burst", "off")]
+    )
     off = statistics.median(next(a for a in arms if a.name == "off").ttlb)
     print(
         f"\nS1: {SIZE / 1e6:g} MB download after 3 s idle, {RTT * 1000:g} ms RTT, "
