@@ -414,10 +414,10 @@ def test_session_end_stops_everything() -> None:
 
 def test_auto_caps_what_the_upstream_may_burst_at_one_window() -> None:
     pb = Playbook(core(burst_limit_bdp=1.0), QUIET)
-    pb >> m.Connected(RTT) << m.LimitBurst(W, 125_000) << m.RequestGrowSlot
+    pb >> m.Connected(RTT) << m.LimitBurst(W) << m.RequestGrowSlot
     pb.done()
     # A smaller RTT seen later shrinks the window, and the clamp with it.
-    pb.at(0.5) >> m.PingAnswered(RTT / 2) << m.LimitBurst(target_window(TARGET, RTT / 2), 125_000)
+    pb.at(0.5) >> m.PingAnswered(RTT / 2) << m.LimitBurst(target_window(TARGET, RTT / 2))
     pb.done()
     upload = Playbook(core(download=False, upload=True, burst_limit_bdp=1.0), QUIET)
     upload >> m.Connected(RTT) << m.PaceSends(TARGET / 8) << m.RequestGrowSlot

@@ -53,10 +53,6 @@ class InboundCredit(h2.windows.WindowManager):
         # the difference between the path rate and less.
         self.buffer_allowance = buffer_allowance
         self.burst_limit: int | None = None
-        # Extra credit while data flows for our own latency (event loop, batching of grants):
-        # a fixed time's worth of the rate, so it matters at short RTTs, where a few
-        # milliseconds are a large share of the round trip, and not at long ones.
-        self.slack = 0
         # Set by the session: is a response body arriving, and how much of it (and of any
         # other active response) is still to come? None = unknown (no content-length).
         self.active = False
@@ -78,18 +74,17 @@ class InboundCredit(h2.windows.WindowManager):
         idle = max(MIN_CREDIT, self.burst_limit)
         if not self.active:
             return idle
-        rtt_factor = min(MAX_RTT_FACTOR, max(1.0, self.rtt_factor))
-        active = int(ACTIVE_FACTOR * idle * rtt_factor) + self.slack
+        active = int(ACTIVE_FACTOR * idle * min(MAX_RTT_FACTOR, max(1.0, self.rtt_factor)))
         if self.remaining is None:
             return active
         return min(active, self.remaining + idle)
 
     def grant(self) -> int:
         """The increment to send now (0 if the credit is close enough to the target).
-        Small top-ups are batched: one WINDOW_UPDATE per sixteenth of the target at most."""
+        Small top-ups are batched: one WINDOW_UPDATE per eighth of the target at most."""
         held_back = max(0, self.buffered - self.buffer_allowance)
         need = self.target - self.current_window_size - held_back
-        if need <= 0 or need < self.target // 16:
+        if need <= 0 or need < self.target // 8:
             return 0
         return need
 

@@ -476,14 +476,12 @@ class H2Session(H2Endpoint):
         return stream
 
     # -- metered connection window ------------------------------------------------------
-    def limit_burst(self, size: int, slack: int = 0) -> None:
+    def limit_burst(self, size: int) -> None:
         """Bound what the upstream may send at once after idle to ``size`` bytes (metered
-        sessions only): the credit it holds while no response body arrives. ``slack``:
-        extra credit while data flows, for our own latency (InboundCredit.slack)."""
+        sessions only): the credit it holds while no response body arrives."""
         if self.credit is None:
             return
         self.credit.burst_limit = size
-        self.credit.slack = slack
         self._update_credit()
         self.flush()
 

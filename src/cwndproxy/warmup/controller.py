@@ -289,7 +289,7 @@ class WarmupController:
         elif isinstance(command, m.ReleaseGrowSlot):
             self.coordinator.release_grow(self)
         elif isinstance(command, m.LimitBurst):
-            self._session.limit_burst(command.size, command.slack)
+            self._session.limit_burst(command.size)
         elif isinstance(command, m.PaceSends):
             self._setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, int(command.rate))
         # WakeAt: the run loop reads core.wake_at.

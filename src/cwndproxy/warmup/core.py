@@ -74,8 +74,6 @@ MIN_FIRST_CHECK = 2.0
 FALLBACK_AFTER_LOSSES = 2
 HISTORY = 64
 NO_SLOT_RETRY = 1.0
-# Credit while data flows covers this much of our own latency at the target rate.
-CREDIT_SLACK = 0.010
 # After a grow that fell short of the target (loss or a competing flow limits the window),
 # growing again at every lost-window verdict only adds load to a path that cannot hold
 # more: wait this long first, doubling up to the maximum.
@@ -671,8 +669,7 @@ class WarmupCore:
                 limit = math.ceil(s.burst_limit_bdp * self.window)
                 if limit != self.burst_limit:
                     self.burst_limit = limit
-                    slack = math.ceil(s.target_bps / 8 * CREDIT_SLACK)
-                    self._out.append(m.LimitBurst(limit, slack))
+                    self._out.append(m.LimitBurst(limit))
             if s.upload and self.pacing is None:
                 # At the target rate itself, not the burst fraction: paced sends at the
                 # bottleneck's rate never build a queue, so any window may go out at once.

@@ -142,7 +142,6 @@ class LimitBurst:
     response starts, and the drops cost round trips (upstream/credit.py)."""
 
     size: int  # bytes
-    slack: int = 0  # extra credit while data flows, bytes (our own latency)
 
 
 @dataclass(frozen=True)
