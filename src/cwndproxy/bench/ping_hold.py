@@ -86,7 +86,9 @@ def run(rtt: float, rate: float, hold: float, size: int, out: Path) -> dict[str,
     from cwndproxy.testbed import netns, origins
 
     with netns.Testbed(netns.LinkSpec(rtt, rate)) as tb:
-        info = origins.start_nginx(tb)
+        # nginx closes a connection without streams after keepalive_timeout (75 s), PINGs
+        # or not; this experiment asks about the kernel, so nginx waits longer here.
+        info = origins.start_nginx(tb, keepalive_timeout=f"{int(hold) + 300}s")
         observer = tb.observer(origins.TLS_PORT, 0.2)
         proc = tb.popen(
             "c",

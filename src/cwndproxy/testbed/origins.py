@@ -101,7 +101,11 @@ SINK_PORT = 8079
 
 
 def start_nginx(
-    tb: Testbed, *, blob_size: int = BLOB_SIZE, extra_tls_ports: Sequence[int] = ()
+    tb: Testbed,
+    *,
+    blob_size: int = BLOB_SIZE,
+    extra_tls_ports: Sequence[int] = (),
+    keepalive_timeout: str = "75s",
 ) -> OriginInfo:
     """nginx on H2C_PORT and TLS_PORT (plus ``extra_tls_ports``), serving ``/blob.bin`` and
     the full-body upload sink ``/sink``."""
@@ -116,6 +120,7 @@ def start_nginx(
         sink_port=SINK_PORT,
         # Uploads must meet the sender's window, not a 64 KiB stall per request.
         body_preread="4m",
+        keepalive_timeout=keepalive_timeout,
         cert_file=cert,
         key_file=key,
         command_prefix=netns_exec(tb.origin_ns),
