@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,32 @@ async def test_range_request_through_the_proxy(
         )
         assert result.stdout[:-3] == blob_bytes(1000, 2000)
         assert result.stdout[-3:] == b"206"
+
+
+async def test_the_pool_learns_nginxs_idle_timeout_and_keeps_its_sessions(
+    tmp_path: Path, make_proxy: ProxyFactory
+) -> None:
+    """nginx closes a connection without streams after keepalive_timeout, PINGs or not.
+    After the first such GOAWAY, auto sends a 1-byte request before the timeout, so the
+    held window is not lost with the connection again."""
+    require_tool("nginx")
+    server = NginxServer(tmp_path / "nginx", h2c_port=free_port(), keepalive_timeout="3s")
+    server.add_blob("blob.bin", 4 * 1024 * 1024)
+    with server:
+        assert server.h2c_port is not None
+        config = proxy_config(server.h2c_port, pool_size=1)
+        config.pool.strategy = "auto"
+        config.pool.warm_up_download_path = "/blob.bin"
+        config.pool.bandwidth_mbps = 100
+        async with make_proxy(config) as proxy:
+            slot = proxy.pool.slots[0]
+            # The first session idles into nginx's timeout and gets a GOAWAY.
+            async with asyncio.timeout(15):
+                while proxy.warmup.idle_timeout is None:  # noqa: ASYNC110 - observed state
+                    await asyncio.sleep(0.1)
+            assert 2.5 <= proxy.warmup.idle_timeout <= 4.5
+            reconnects = slot.reconnects
+            # Three timeouts' worth of idle: the replacement session must stay.
+            await asyncio.sleep(9.0)
+            assert slot.reconnects == reconnects
+            assert slot.session is not None and slot.session.is_usable

@@ -464,3 +464,21 @@ def test_after_a_grow_that_fell_short_regrows_wait() -> None:
     pb.at(20.5) >> m.RealEnded(here=True, flight=Flight(14_000, 4 * W)) << m.RequestGrowSlot
     pb.done()
     assert pb.state() is WarmState.RAMPING
+
+
+def test_a_learned_idle_timeout_brings_a_keepalive_request_before_it() -> None:
+    pb = grown_auto()
+    pb.at(1.5) >> m.IdleTimeoutLearned(75.0)
+    pb.done()
+    # The last stream here was the grow, at t = 1.0: 0.7 x 75 s later, one byte.
+    job = pb.core._next_job
+    pb.tick(1.0 + 0.7 * 75.0) << m.StartDummy(job, 1, m.Purpose.KEEPALIVE)
+    pb.done()
+    pb.at(54.0) >> m.DummyDone(job, 1)
+    pb.done()
+    assert pb.core.wake_at is not None and pb.core._keepalive_at == pytest.approx(54.0 + 52.5)
+    # ping sends no data, whatever the upstream does.
+    ping = Playbook(core("ping"), QUIET)
+    ping >> m.Connected(RTT) >> m.IdleTimeoutLearned(75.0)
+    ping.tick(60.0)
+    ping.done()

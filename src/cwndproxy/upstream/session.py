@@ -272,6 +272,9 @@ class H2Session(H2Endpoint):
         self.unusable = asyncio.Event()
         # Real (client) streams: the warm-up engine pauses while any is active.
         self.real_active = 0
+        # When a stream last opened or closed (monotonic): how long the upstream has seen
+        # this connection idle.
+        self.last_stream_at = time.monotonic()
         self.real_idle = asyncio.Event()
         self.real_idle.set()
         self.stream_listeners: list[Callable[[UpstreamStream, bool], None]] = []
@@ -506,6 +509,7 @@ class H2Session(H2Endpoint):
             self.conn.increment_flow_control_window(increment)
 
     def _notify(self, stream: UpstreamStream, *, opened: bool) -> None:
+        self.last_stream_at = time.monotonic()
         if stream.kind is TrafficKind.REAL:
             self.real_active += 1 if opened else -1
             if self.real_active == 0:

@@ -226,6 +226,7 @@ class WarmupController:
 
     async def _watch_session(self) -> None:
         await self._session.unusable.wait()
+        self.coordinator.session_ended(self._session)
         draining = self._session.state is SessionState.DRAINING
         self.post(m.SessionEnded(draining, self._session.close_reason or ""))
 
@@ -320,7 +321,7 @@ class WarmupController:
     async def _job(self, command: m.StartDummy) -> None:
         job = command.job
         try:
-            if command.purpose in (m.Purpose.GROW, m.Purpose.CHECK):
+            if command.purpose in (m.Purpose.GROW, m.Purpose.CHECK, m.Purpose.KEEPALIVE):
                 event: m.Event = await self._measured(job, command.size)
             else:
                 received = await self._one_burst(command.size)

@@ -10,12 +10,16 @@
 from __future__ import annotations
 
 import collections
+import time
 from typing import Protocol
 
 from cwndproxy.metrics import TrafficKind
 from cwndproxy.upstream.session import H2Session, UpstreamStream
 from cwndproxy.warmup import messages as m
 from cwndproxy.warmup.policy import Flight
+
+# Shorter idle periods before a GOAWAY are not an idle timeout (a restart, a reload).
+MIN_IDLE_TIMEOUT = 2.0
 
 
 class Member(Protocol):
@@ -62,6 +66,8 @@ class WarmupCoordinator:
         self._sessions: set[int] = set()
         self._grow_owner: Member | None = None
         self._grow_queue: collections.deque[Member] = collections.deque()
+        # The upstream's idle timeout, once a session without streams got a GOAWAY.
+        self.idle_timeout: float | None = None
 
     # -- membership -------------------------------------------------------------------------
     def watch(self, session: H2Session) -> None:
@@ -82,6 +88,22 @@ class WarmupCoordinator:
         for key, count in self._real.items():
             for _ in range(count):
                 member.post(m.RealStarted(here=key == id(member.session)))
+        if self.idle_timeout is not None:
+            member.post(m.IdleTimeoutLearned(self.idle_timeout))
+
+    def session_ended(self, session: H2Session) -> None:
+        """Learn the upstream's idle timeout from a GOAWAY to a connection that carried no
+        stream: nginx sends one after keepalive_timeout (75 s) without streams, however
+        many PINGs arrive, and the held window goes with the connection."""
+        if session.goaway_last_stream_id is None or session.streams:
+            return  # not the upstream's GOAWAY, or streams were still running
+        idle = time.monotonic() - session.last_stream_at
+        if idle < MIN_IDLE_TIMEOUT:
+            return
+        if self.idle_timeout is None or idle < self.idle_timeout:
+            self.idle_timeout = idle
+            for member in list(self.members):
+                member.post(m.IdleTimeoutLearned(idle))
 
     def remove(self, member: Member) -> None:
         if member in self.members:

@@ -74,6 +74,8 @@ MIN_FIRST_CHECK = 2.0
 FALLBACK_AFTER_LOSSES = 2
 HISTORY = 64
 NO_SLOT_RETRY = 1.0
+# A keep-alive request goes out after this share of the upstream's learned idle timeout.
+KEEPALIVE_FRACTION = 0.7
 # After a grow that fell short of the target (loss or a competing flow limits the window),
 # growing again at every lost-window verdict only adds load to a path that cannot hold
 # more: wait this long first, doubling up to the maximum.
@@ -135,7 +137,12 @@ class WarmupCore:
         self._ramp_next: float | None = None
         self._ramp_deadline: float | None = None
         self._grow_retry_at: float | None = None
+        self._keepalive_at: float | None = None
         self._wake_at: float | None = None
+        # The upstream's idle timeout (a GOAWAY to a session without streams), if learned,
+        # and when this session last had a stream.
+        self.idle_timeout: float | None = None
+        self._last_stream_at = now
         # Ramp (burst strategy).
         self.rates: deque[RateSample] = deque(maxlen=200)
         self._bucket: TokenBucket | None = None
@@ -232,6 +239,12 @@ class WarmupCore:
         self._out = []
         handler = getattr(self, f"_on_{type(event).__name__}")
         handler(event)
+        if isinstance(event, m.DummyDone | m.DummyFailed) or (
+            isinstance(event, m.RealStarted | m.RealEnded) and event.here
+        ):
+            # A stream on this session: the upstream's idle clock starts again.
+            self._last_stream_at = now
+            self._arm_keepalive()
         self._run_timers()
         self._schedule()
         out, self._out = self._out, []
@@ -307,7 +320,7 @@ class WarmupCore:
         self._release_slot()
         self._ping_at = self._burst_at = self._check_at = None
         self._backoff_until = self._ramp_next = self._ramp_deadline = None
-        self._grow_retry_at = None
+        self._grow_retry_at = self._keepalive_at = None
 
     # -- events ----------------------------------------------------------------------------
     def _on_Connected(self, event: m.Connected) -> None:
@@ -424,6 +437,19 @@ class WarmupCore:
         if self.settings.strategy == "auto" and self.can_grow and self.grown_once:
             # No answer: the server may have been silent for an RTO. Look at once.
             self._check_at = self.now
+
+    def _on_IdleTimeoutLearned(self, event: m.IdleTimeoutLearned) -> None:
+        if self.idle_timeout is None or event.seconds < self.idle_timeout:
+            self.idle_timeout = event.seconds
+        self._arm_keepalive()
+
+    def _arm_keepalive(self) -> None:
+        """A held window outlives nothing if the upstream closes the connection: before its
+        idle timeout, a 1-byte request (auto only: ping sends no data by definition)."""
+        if self.idle_timeout is None or self.settings.strategy != "auto" or not self.can_grow:
+            self._keepalive_at = None
+            return
+        self._keepalive_at = self._last_stream_at + KEEPALIVE_FRACTION * self.idle_timeout
 
     def _on_GrowSlotGranted(self, event: m.GrowSlotGranted) -> None:
         self._slot_requested = False
@@ -621,6 +647,10 @@ class WarmupCore:
                     size = min(size, KEEPALIVE_BURST)
                     self.keepalive_bursts += 1
                 self._start_job(size, m.Purpose.BURST)
+        if self._keepalive_at is not None and now >= self._keepalive_at:
+            self._keepalive_at = None
+            if not self.jobs and not self.real_here:
+                self._start_job(1, m.Purpose.KEEPALIVE)
         if self._check_at is not None and now >= self._check_at:
             if self.real_pool or self.jobs:
                 self._check_at = now + NO_SLOT_RETRY  # real traffic first; look later
@@ -646,6 +676,7 @@ class WarmupCore:
                 self._ramp_next if self.state is WarmState.RAMPING and len(self.jobs) < 2 else None,
                 self._ramp_deadline if self.state is WarmState.RAMPING else None,
                 self._burst_at if self.state is WarmState.HOLDING else None,
+                self._keepalive_at if self.state is WarmState.HOLDING else None,
                 self._check_at if self.state is WarmState.HOLDING else None,
             )
             if t is not None

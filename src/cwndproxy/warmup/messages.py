@@ -19,6 +19,7 @@ class Purpose(enum.Enum):
     GROW = "grow"  # auto: grow the window once, measured by the next fetch's first flight
     CHECK = "check"  # auto: is the held window still there?
     BURST = "burst"  # burst (and auto's fallback): keep the window by using it
+    KEEPALIVE = "keepalive"  # auto: a 1-byte request before the upstream's idle timeout
 
 
 class Failure(enum.Enum):
@@ -91,6 +92,14 @@ class GrowSlotGranted:
 
 
 @dataclass(frozen=True)
+class IdleTimeoutLearned:
+    """The upstream closed a session that had carried no stream for this long (a GOAWAY
+    while idle, e.g. nginx's keepalive_timeout, 75 s, which PINGs do not reset)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class SessionEnded:
     draining: bool  # GOAWAY (streams finish) rather than a lost connection
     reason: str = ""
@@ -107,6 +116,7 @@ Event = (
     | PingAnswered
     | PingMissed
     | GrowSlotGranted
+    | IdleTimeoutLearned
     | SessionEnded
 )
 
