@@ -6,6 +6,7 @@ side by side, each first grown by two real fetches, then left idle for ``--hold`
 - ``ping-0.5rto``: a PING every half of the smallest possible RTO (auto's rule);
 - ``ping-1.5rto``: a PING every 1.5 RTO (too slow: every answer follows an idle RTO);
 - ``silent``: nothing at all.
+Each connection's hold starts right after its own growth (the time axis is per connection).
 The origin's sockets are sampled with ``ss`` throughout (cwnd, lastsnd); at the end each
 connection fetches the same object, so the held window shows as time too.
 
@@ -54,23 +55,36 @@ async def _client(host: str, port: int, ca: str, path: str, size: int, hold: flo
     for s in sessions.values():
         for _ in range(3):
             await s.ping()
-        await fetch(s)
-        await fetch(s)
     rtt = min(s.min_rtt or 0.1 for s in sessions.values())
     periods = {"ping-0.5rto": hold_ping_interval(rtt), "ping-1.5rto": 1.5 * estimated_rto(rtt)}
-    print(json.dumps({"hold_from": time.monotonic(), "rtt": rtt, "periods": periods}), flush=True)
 
-    async def hold_one(arm: str) -> None:
+    async def hold_one(arm: str) -> float:
+        """PINGs on a fixed schedule (not waiting for the answers) until the end."""
         period = periods.get(arm)
         end = time.monotonic() + hold
+        pings: set[asyncio.Task[float]] = set()
         while time.monotonic() < end:
             if period is None:
                 await asyncio.sleep(min(1.0, end - time.monotonic()))
                 continue
             await asyncio.sleep(period)
-            await sessions[arm].ping(timeout=5)
+            task = asyncio.get_running_loop().create_task(sessions[arm].ping(timeout=5))
+            pings.add(task)
+            task.add_done_callback(pings.discard)
+        await asyncio.gather(*pings, return_exceptions=True)
+        return end
 
-    await asyncio.gather(*(hold_one(arm) for arm in ARMS))
+    holds = []
+    starts = {}
+    for arm, s in sessions.items():
+        # Grow this connection, then start holding it at once: a connection that waits
+        # silently for the others' growth has lost its window before its hold begins.
+        await fetch(s)
+        await fetch(s)
+        starts[arm] = time.monotonic()
+        holds.append(asyncio.get_running_loop().create_task(hold_one(arm)))
+    print(json.dumps({"hold_from": starts, "rtt": rtt, "periods": periods}), flush=True)
+    await asyncio.gather(*holds)
     hold_to = time.monotonic()
     ttlb = {}
     for arm in ARMS:  # one after the other: they share the bottleneck
@@ -122,7 +136,8 @@ def run(rtt: float, rate: float, hold: float, size: int, out: Path) -> dict[str,
         if arm is not None:
             series[arm].append(
                 {
-                    "t": round(s.at - (meta["hold_from"] - base), 3),
+                    # Seconds since this connection's own hold began.
+                    "t": round(s.at - (meta["hold_from"][arm] - base), 3),
                     "cwnd": s.cwnd,
                     "ssthresh": s.ssthresh,
                     "lastsnd_ms": s.lastsnd_ms,
