@@ -58,23 +58,25 @@ async def _client(host: str, port: int, ca: str, path: str, size: int, hold: flo
     rtt = min(s.min_rtt or 0.1 for s in sessions.values())
     periods = {"ping-0.5rto": hold_ping_interval(rtt), "ping-1.5rto": 1.5 * estimated_rto(rtt)}
 
-    async def hold_one(arm: str) -> float:
-        """PINGs on a fixed schedule (not waiting for the answers) until the end."""
+    async def hold_one(arm: str) -> None:
+        """PINGs on a fixed schedule (not waiting for the answers) until cancelled: each
+        connection is held right up to its own final fetch."""
         period = periods.get(arm)
-        end = time.monotonic() + hold
         pings: set[asyncio.Task[float]] = set()
-        while time.monotonic() < end:
-            if period is None:
-                await asyncio.sleep(min(1.0, end - time.monotonic()))
-                continue
-            await asyncio.sleep(period)
-            task = asyncio.get_running_loop().create_task(sessions[arm].ping(timeout=5))
-            pings.add(task)
-            task.add_done_callback(pings.discard)
-        await asyncio.gather(*pings, return_exceptions=True)
-        return end
+        try:
+            while True:
+                if period is None:
+                    await asyncio.sleep(1.0)
+                    continue
+                await asyncio.sleep(period)
+                task = asyncio.get_running_loop().create_task(sessions[arm].ping(timeout=5))
+                pings.add(task)
+                task.add_done_callback(pings.discard)
+        finally:
+            for task in pings:
+                task.cancel()
 
-    holds = []
+    holds = {}
     starts = {}
     for arm, s in sessions.items():
         # Grow this connection, then start holding it at once: a connection that waits
@@ -82,15 +84,15 @@ async def _client(host: str, port: int, ca: str, path: str, size: int, hold: flo
         await fetch(s)
         await fetch(s)
         starts[arm] = time.monotonic()
-        holds.append(asyncio.get_running_loop().create_task(hold_one(arm)))
+        holds[arm] = asyncio.get_running_loop().create_task(hold_one(arm))
     print(json.dumps({"hold_from": starts, "rtt": rtt, "periods": periods}), flush=True)
-    await asyncio.gather(*holds)
-    hold_to = time.monotonic()
     ttlb = {}
-    for arm in ARMS:  # one after the other: they share the bottleneck
+    for arm in ARMS:  # one after the other (they share the bottleneck), each after `hold`
+        await asyncio.sleep(max(0.0, starts[arm] + hold - time.monotonic()))
+        holds[arm].cancel()
+        await asyncio.gather(holds[arm], return_exceptions=True)
         ttlb[arm] = await fetch(sessions[arm])
-        await asyncio.sleep(0.5)
-    print(json.dumps({"hold_to": hold_to, "ttlb": ttlb}), flush=True)
+    print(json.dumps({"hold_to": time.monotonic(), "ttlb": ttlb}), flush=True)
     for s in sessions.values():
         await s.aclose()
 
