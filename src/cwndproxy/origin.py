@@ -118,6 +118,10 @@ class _Request:
         self.query = parse_qs(split.query)
         self.body: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed = False
+        # How the request (body) ended, as the origin saw it: "open", "complete" (END_STREAM)
+        # or "reset" (RST_STREAM): tests assert on this, not only on status codes.
+        self.ended = "open"
+        self.body_bytes = 0
 
     def header(self, name: bytes) -> str | None:
         for k, v in self.headers:
@@ -196,7 +200,9 @@ class OriginProtocol(H2Endpoint):
             req = _Request(event.stream_id, list(event.headers))
             self.requests[event.stream_id] = req
             self.server.stats.requests += 1
+            self.server.request_log.append(req)
             if event.stream_ended is not None:
+                req.ended = "complete"
                 req.body.put_nowait(None)
             task = asyncio.get_running_loop().create_task(self._run(req))
             self.tasks.add(task)
@@ -210,17 +216,22 @@ class OriginProtocol(H2Endpoint):
             # Handlers consume at once (sink) or forward (echo, which is bounded by the
             # client's own window); acknowledging on receipt keeps the sink at line rate.
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            data_req.body_bytes += len(event.data)
             data_req.body.put_nowait(event.data)
             if event.stream_ended is not None:
+                data_req.ended = "complete"
                 data_req.body.put_nowait(None)
         elif isinstance(event, ev.StreamEnded):
             ended = self.requests.get(event.stream_id)
             if ended is not None:
+                ended.ended = "complete"
                 ended.body.put_nowait(None)
         elif isinstance(event, ev.StreamReset):
             reset = self.requests.pop(event.stream_id, None)
             if reset is not None:
                 reset.closed = True
+                if reset.ended == "open":
+                    reset.ended = "reset"
                 reset.body.put_nowait(None)
             self._fail_window_waiters(event.stream_id)
 
@@ -429,6 +440,8 @@ class DemoOrigin:
         self.connection_window = connection_window
         self.max_frame_size = max_frame_size
         self.stats = OriginStats()
+        # Every request received, in order (tests: what reached the upstream, and how).
+        self.request_log: list[_Request] = []
         self.protocols: set[OriginProtocol] = set()
         self._server: asyncio.Server | None = None
 

@@ -92,8 +92,9 @@ class RequestBody:
 
     def _absorb(self, message: Message) -> None:
         if message["type"] == "http.disconnect":
+            # Not complete: a body cut short by a departed client must never be sent on as
+            # if whole, nor replayed.
             self.disconnected = True
-            self.complete = True
             return
         body = message.get("body", b"")
         if body:
@@ -106,7 +107,12 @@ class RequestBody:
 
     @property
     def empty(self) -> bool:
-        return self.complete and self.size == 0 and not self.disconnected
+        return self.complete and self.size == 0
+
+    def client_gone(self) -> bool:
+        # A method, not the attribute: the client can leave during any await (mypy would
+        # narrow the attribute across them).
+        return self.disconnected
 
     async def stream(self) -> Any:
         """Yield the body from the start: replayed chunks first, then fresh ones."""
@@ -119,9 +125,9 @@ class RequestBody:
                     self.chunks[index] = b""
                 index += 1
                 yield chunk
+            if self.disconnected:
+                raise ClientGone()
             if self.complete:
-                if self.disconnected:
-                    raise ClientGone()
                 return
             self._absorb(await self._receive())
 
@@ -208,6 +214,8 @@ class ForwardingApp:
             except ClientGone:
                 return
             except UpstreamError as exc:
+                if body.client_gone():
+                    return  # the client is gone: nobody to answer, and nothing to replay
                 retry = should_retry(
                     attempt,
                     unprocessed=exc.unprocessed,
@@ -272,12 +280,16 @@ class _Exchange:
         try:
             if not self.body.empty:
                 pump = asyncio.get_running_loop().create_task(self._pump_body(stream))
-            response = await stream.receive_response(settings.response_timeout)
-            if pump is not None and pump.done() and pump.exception() is not None:
-                # A dead client while uploading: stop, the upstream stream was reset.
-                exc = pump.exception()
-                if isinstance(exc, ClientGone):
-                    raise exc
+            try:
+                response = await stream.receive_response(settings.response_timeout)
+            except UpstreamError:
+                if _client_left(pump):
+                    # The pump reset the stream because the client left mid-body: that is
+                    # the whole story, not an upstream failure to retry.
+                    raise ClientGone() from None
+                raise
+            if _client_left(pump):
+                raise ClientGone()
             if self.body.complete and (pump is None or pump.done()):
                 watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream))
             await self._relay_response(send, stream, response, trailers_ok)
@@ -290,10 +302,14 @@ class _Exchange:
             raise
         finally:
             for task in (pump, watcher):
-                if task is not None and not task.done():
+                if task is None:
+                    continue
+                if not task.done():
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                # Collect every outcome: an exception nobody retrieves is logged by asyncio
+                # as a bug ("Task exception was never retrieved").
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def _pump_body(self, stream: UpstreamStream) -> None:
         try:
@@ -357,6 +373,15 @@ async def _send_within(send: Send, message: Message, timeout: float) -> None:
     except (OSError, RuntimeError) as exc:
         # Servers raise different things once the client is gone; all mean the same here.
         raise ClientGone(str(exc)) from exc
+
+
+def _client_left(pump: asyncio.Task[None] | None) -> bool:
+    return (
+        pump is not None
+        and pump.done()
+        and not pump.cancelled()
+        and isinstance(pump.exception(), ClientGone)
+    )
 
 
 async def _watch_disconnect(receive: Receive, stream: UpstreamStream) -> None:

@@ -1,0 +1,103 @@
+"""A client that leaves mid-request: its upload is cut short upstream (RST_STREAM), never
+ended as if complete and never replayed, over HTTP/1.1 and over h2, for PUT and POST.
+Asserted on the origin's own request log."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import h2.config
+import h2.connection
+import pytest
+
+from cwndproxy.origin import DemoOrigin
+from tests.conftest import ProxyFactory, proxy_config
+
+BODY = 2_000_000
+SENT = 300_000
+
+
+async def _until(predicate: object, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def _h1_client_leaves(port: int, method: str) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"{method} /cwnd/sink HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n".encode()
+    )
+    writer.write(bytes(SENT))
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the proxy has started the upstream stream
+    writer.transport.abort()  # gone, mid-body
+
+
+async def _h2_client_leaves(port: int, method: str) -> None:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(
+        1,
+        [
+            (":method", method),
+            (":scheme", "http"),
+            (":authority", "x"),
+            (":path", "/cwnd/sink"),
+            ("content-length", str(BODY)),
+        ],
+    )
+    for _ in range(4):  # 60 kB: within the initial window, in default-size frames
+        conn.send_data(1, bytes(15_000))
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(conn.data_to_send())
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST"])
+@pytest.mark.parametrize("client", ["h1", "h2"])
+async def test_a_client_that_leaves_mid_upload_is_never_replayed(
+    origin: DemoOrigin, make_proxy: ProxyFactory, method: str, client: str
+) -> None:
+    config = proxy_config(origin.port)
+    async with make_proxy(config) as proxy:
+        leave = _h1_client_leaves if client == "h1" else _h2_client_leaves
+        await leave(config.server.port, method)
+        await _until(lambda: proxy.app.in_flight == 0)
+        await asyncio.sleep(0.5)  # a replay, if any, would have reached the origin by now
+        sinks = [r for r in origin.request_log if r.path == "/cwnd/sink"]
+        assert len(sinks) == 1, [(r.method, r.ended, r.body_bytes) for r in sinks]
+        assert sinks[0].ended == "reset", "a cut-short body must not end as if complete"
+        assert sinks[0].body_bytes < BODY
+        assert all(s.reconnects == 0 for s in proxy.pool.slots)
+
+
+async def test_no_task_exception_is_left_unretrieved(
+    origin: DemoOrigin, make_proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = proxy_config(origin.port)
+    async with make_proxy(config) as proxy:
+        for _ in range(3):
+            await _h1_client_leaves(config.server.port, "PUT")
+        await _until(lambda: proxy.app.in_flight == 0)
+        await asyncio.sleep(0.2)
+    import gc
+
+    gc.collect()  # asyncio reports unretrieved task exceptions when the task is collected
+    await asyncio.sleep(0)
+    assert "exception was never retrieved" not in caplog.text
+
+
+def test_the_helpers_talk_to_a_real_listener() -> None:
+    """The raw clients above must reach a listening socket (guards the test itself)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        asyncio.run(_h1_client_leaves(port, "PUT"))
+        conn, _ = server.accept()
+        with conn:
+            assert conn.recv(64).startswith(b"PUT /cwnd/sink")
