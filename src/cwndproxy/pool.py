@@ -93,6 +93,9 @@ class PoolSlot:
     # Sessions that got GOAWAY and are finishing their streams while a replacement serves.
     draining: list[H2Session] = field(default_factory=list)
     reconnects: int = 0
+    # Times this slot waited in back-off before dialling again (dial failures, sessions lost
+    # early; never a graceful GOAWAY).
+    backoffs: int = 0
     consecutive_failures: int = 0
     last_error: str | None = None
     # Why the previous session ended (GOAWAY, loss); kept after a successful reconnect.
@@ -246,6 +249,13 @@ class Pool:
                 slot.retired_counters.merge(session.counters)
             slot.last_error = slot.last_close_reason = session.close_reason
             slot.reconnects += 1
+            if session.recycled:
+                # A graceful GOAWAY is routine (nginx: every keepalive_requests streams), not
+                # a failure: replace the session at once, no back-off.
+                slot.consecutive_failures = 0
+                slot.last_error = None
+                log.info("session %d: %s; replacing it", slot.index, session.close_reason)
+                continue
             lived = time.monotonic() - session.created_at
             # A connection that lived a while resets the back-off; one that dies at once
             # (e.g. the upstream accepts then closes) keeps backing off.
@@ -256,6 +266,7 @@ class Pool:
     async def _back_off(self, slot: PoolSlot, action: str, level: int) -> None:
         delay = backoff_delay(slot.consecutive_failures, self._reconnect_min, self._reconnect_max)
         slot.consecutive_failures += 1
+        slot.backoffs += 1
         log.log(level, "session %d: %s; %s in %.2fs", slot.index, slot.last_error, action, delay)
         slot.set_state(SlotState.BACKOFF)
         self._notify()

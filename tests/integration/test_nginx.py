@@ -133,3 +133,40 @@ async def test_the_pool_learns_nginxs_idle_timeout_and_keeps_its_sessions(
             await asyncio.sleep(9.0)
             assert slot.reconnects == reconnects
             assert slot.session is not None and slot.session.is_usable
+
+
+@pytest.mark.parametrize("h1", [False, True], ids=["h2c", "http1"])
+async def test_nginx_recycling_connections_under_load_costs_no_request(
+    tmp_path: Path, make_proxy: ProxyFactory, h1: bool
+) -> None:
+    """nginx sends GOAWAY(NO_ERROR) every keepalive_requests streams: a routine event.
+    Under load, with warm-up traffic on, no client request may fail and the pool never
+    backs off."""
+    h2load = require_tool("h2load")
+    require_tool("nginx")
+    server = NginxServer(tmp_path / "nginx", h2c_port=free_port(), keepalive_requests=100)
+    server.add_blob("blob.bin", 4 * 1024 * 1024)
+    server.add_blob("small.bin", 1024)
+    with server:
+        assert server.h2c_port is not None
+        config = proxy_config(server.h2c_port, pool_size=4)
+        config.pool.strategy = "auto"
+        config.pool.warm_up_download_path = "/blob.bin"
+        async with make_proxy(config) as proxy:
+            result = await run(
+                h2load,
+                *(["--h1"] if h1 else []),
+                "-n",
+                "6000",
+                "-c",
+                "20",
+                "-m",
+                "1" if h1 else "10",
+                f"http://127.0.0.1:{config.server.port}/small.bin",
+                timeout=240,
+            )
+            text = result.stdout.decode()
+            assert result.code == 0, text + result.stderr.decode()
+            assert "6000 succeeded, 0 failed, 0 errored" in text, text
+            assert sum(s.reconnects for s in proxy.pool.slots) >= 40, "nginx recycled"
+            assert sum(s.backoffs for s in proxy.pool.slots) == 0

@@ -254,6 +254,7 @@ class H2Session(H2Endpoint):
         self.counters = TrafficCounters()
         self.created_at = time.monotonic()
         self.goaway_last_stream_id: int | None = None
+        self.goaway_error_code: int | None = None
         self.close_reason: str | None = None
         self.rtt: float | None = None
         # The smallest PING RTT seen: the path's RTT without queueing (PINGs timed during a
@@ -325,6 +326,12 @@ class H2Session(H2Endpoint):
     @property
     def free_stream_slots(self) -> int:
         return max(0, self.peer_max_concurrent_streams - self.conn.open_outbound_streams)
+
+    @property
+    def recycled(self) -> bool:
+        """The upstream closed this session gracefully (GOAWAY with NO_ERROR: nginx does so
+        after keepalive_requests streams and on reload). A normal event, not a failure."""
+        return self.goaway_error_code == h2.errors.ErrorCodes.NO_ERROR
 
     def goaway(self, error_code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
         """Tell the upstream we are going away; existing streams may finish."""
@@ -537,6 +544,7 @@ class H2Session(H2Endpoint):
             self.state = SessionState.DRAINING
         self.unusable.set()
         self.goaway_last_stream_id = last_stream_id
+        self.goaway_error_code = error_code
         name = _error_name(error_code)
         self.close_reason = f"upstream sent GOAWAY ({name}, last_stream_id={last_stream_id})"
         last = last_stream_id if last_stream_id is not None else 0
