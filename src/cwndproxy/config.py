@@ -110,6 +110,13 @@ class ServerConfig:
     shutdown_grace_ms: int = 10000
     # Prometheus /metrics and /healthz, e.g. "127.0.0.1:9464"; unset = off.
     admin: str | None = None
+    # Requests beyond these are answered by the proxy (431, 414) and never reach a pooled
+    # upstream session. Defaults as nginx (8 KiB per field line, 32 KiB in all) and HAProxy
+    # (101 fields).
+    max_request_header_bytes: int = 32 * 1024
+    max_request_header_field_bytes: int = 8 * 1024
+    max_request_headers: int = 101
+    max_request_target_bytes: int = 8 * 1024
 
 
 @dataclass
@@ -375,6 +382,13 @@ def validate(config: Config) -> Config:
     for key in ("read_timeout_ms", "write_timeout_ms", "idle_timeout_ms"):
         _positive(f"server.{key}", getattr(s, key))
     _positive("server.shutdown_grace_ms", s.shutdown_grace_ms, zero_ok=True)
+    for key in (
+        "max_request_header_bytes",
+        "max_request_header_field_bytes",
+        "max_request_headers",
+        "max_request_target_bytes",
+    ):
+        _positive(f"server.{key}", getattr(s, key))
     if s.admin is not None:
         parse_host_port(s.admin, "server.admin")
     _one_of("ui.log_format", u.log_format, LOG_FORMATS)

@@ -14,6 +14,7 @@ from cwndproxy.exporter import AdminServer
 from cwndproxy.monitor import Monitor
 from cwndproxy.pool import Pool, PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
+from cwndproxy.proxy.request_rules import HeaderLimits
 from cwndproxy.proxy.server import HypercornServer, InboundServer
 from cwndproxy.upstream.dial import UpstreamTarget
 from cwndproxy.upstream.session import H2Session, SessionSettings
@@ -68,6 +69,12 @@ class ProxyService:
                 write_timeout=s.write_timeout_ms / 1000,
                 acquire_timeout=max(1.0, config.target.connect_timeout_ms / 1000),
                 preserve_host=s.preserve_host,
+                limits=HeaderLimits(
+                    max_field_bytes=s.max_request_header_field_bytes,
+                    max_total_bytes=s.max_request_header_bytes,
+                    max_count=s.max_request_headers,
+                    max_target_bytes=s.max_request_target_bytes,
+                ),
             ),
         )
         tls_cert = s.tls_cert_file if s.inbound_tls else None

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cwndproxy.metrics import TrafficKind
@@ -22,6 +22,12 @@ from cwndproxy.proxy.headers import (
     downstream_response_headers,
     is_idempotent,
     upstream_request_headers,
+)
+from cwndproxy.proxy.request_rules import (
+    HeaderLimits,
+    RequestRejected,
+    check_request,
+    header_list_size,
 )
 from cwndproxy.upstream.session import (
     H2Session,
@@ -71,6 +77,7 @@ class ForwardingSettings:
     write_timeout: float = 30.0
     acquire_timeout: float = 5.0
     preserve_host: bool = False
+    limits: HeaderLimits = field(default_factory=HeaderLimits)
 
 
 class ClientGone(Exception):
@@ -152,8 +159,11 @@ class ForwardingApp:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await _refuse_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
-            return  # websockets are not proxied
+            return
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -166,6 +176,22 @@ class ForwardingApp:
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        inbound: list[tuple[bytes, bytes]] = list(scope["headers"])
+        try:
+            check_request(
+                method,
+                raw_path + (b"?" + scope["query_string"] if scope.get("query_string") else b""),
+                inbound,
+                str(scope.get("http_version", "1.1")),
+                self.settings.limits,
+            )
+        except RequestRejected as exc:
+            # Answered here: such a request must not cost a pooled session (see
+            # request_rules). The request body, if any, is not read, and the connection is
+            # closed after the answer: what follows a request with doubtful framing must not
+            # be parsed as the next request (RFC 9112 section 6.3).
+            await _error(send, exc.status, exc.reason, close=True)
+            return
         # Only origin-form targets are forwarded. An absolute-form URI naming another host
         # must not turn this reverse proxy into an open one: the upstream is fixed.
         if not raw_path.startswith(b"/"):
@@ -177,7 +203,7 @@ class ForwardingApp:
         client = scope.get("client")
         client_ip = client[0] if client else None
         authority, headers = upstream_request_headers(
-            list(scope["headers"]),
+            inbound,
             client_ip=client_ip,
             inbound_scheme=scope.get("scheme", "http"),
             upstream_authority=self.pool.target.authority,
@@ -207,6 +233,12 @@ class ForwardingApp:
                     await _error(send, 502, str(exc2))
                     return
             tried.add(slot.index)
+            limit = session.peer_max_header_list_size
+            if limit is not None and header_list_size(headers) + 4 * 32 + len(path) > limit:
+                # The upstream said how much it takes: more would be refused, at best for
+                # this stream, at worst for the whole connection.
+                await _error(send, 431, f"headers larger than the upstream accepts ({limit})")
+                return
             exchange = _Exchange(self, slot, session, method, path, authority, headers, body)
             try:
                 await exchange.run(send, receive, trailers_ok)
@@ -392,24 +424,51 @@ async def _watch_disconnect(receive: Receive, stream: UpstreamStream) -> None:
         stream.cancel()
 
 
-async def _error(send: Send, status: int, reason: str) -> None:
+async def _error(send: Send, status: int, reason: str, *, close: bool = False) -> None:
     body = f"{status} {_REASONS.get(status, '')}: {reason}\n".encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-cwnd-proxy-error", b"1"),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
     with contextlib.suppress(Exception):
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-cwnd-proxy-error", b"1"),
-                ],
-            }
-        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-_REASONS = {400: "Bad Request", 502: "Bad Gateway", 504: "Gateway Timeout"}
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """WebSocket is not proxied: a clear 501 where the server lets the app answer the
+    handshake with an HTTP response (ASGI websocket.http.response), a close otherwise."""
+    await receive()  # websocket.connect
+    body = b"501 Not Implemented: WebSocket is not supported\n"
+    with contextlib.suppress(Exception):
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": 501,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1003})
+
+
+_REASONS = {
+    400: "Bad Request",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

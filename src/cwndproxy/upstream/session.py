@@ -324,6 +324,14 @@ class H2Session(H2Endpoint):
         return int(self.conn.remote_settings.max_concurrent_streams)
 
     @property
+    def peer_max_header_list_size(self) -> int | None:
+        """The upstream's SETTINGS_MAX_HEADER_LIST_SIZE (None: unlimited or not said)."""
+        if not self._remote_settings_seen:
+            return None
+        value = self.conn.remote_settings.max_header_list_size
+        return int(value) if value is not None else None
+
+    @property
     def free_stream_slots(self) -> int:
         return max(0, self.peer_max_concurrent_streams - self.conn.open_outbound_streams)
 

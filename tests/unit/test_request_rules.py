@@ -1,0 +1,83 @@
+"""The request rules (pure): what the proxy answers itself, before any pooled session."""
+
+from __future__ import annotations
+
+import pytest
+
+from cwndproxy.proxy.request_rules import HeaderLimits, RequestRejected, check_request
+
+LIMITS = HeaderLimits()
+OK = [(b"host", b"origin.example"), (b"accept", b"*/*")]
+
+
+def rejected(
+    headers: list[tuple[bytes, bytes]],
+    *,
+    method: str = "GET",
+    target: bytes = b"/",
+    version: str = "1.1",
+) -> int:
+    with pytest.raises(RequestRejected) as info:
+        check_request(method, target, headers, version, LIMITS)
+    return info.value.status
+
+
+def test_an_ordinary_request_passes() -> None:
+    check_request("GET", b"/a?b=c", OK, "1.1", LIMITS)
+    check_request("POST", b"/", [*OK, (b"content-length", b"10")], "2", LIMITS)
+    check_request("GET", b"/", [], "1.0", LIMITS)  # HTTP/1.0 may omit Host
+    check_request("GET", b"/", [(b"host", b"[::1]:8080")], "1.1", LIMITS)
+    # curl --http2 offers an h2c upgrade over HTTP/1.1: ignored, not refused.
+    check_request("GET", b"/", [*OK, (b"upgrade", b"h2c")], "1.1", LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([*OK, (b"x-big", b"a" * 64 * 1024)], 431),  # one 64 KB field
+        ([*OK, (b"x-big", b"a" * 8190)], 431),  # just over a field line
+        ([*OK] + [(b"x-%d" % i, b"v") for i in range(10_000)], 431),  # 10,000 fields
+        ([*OK] + [(b"x-%d" % i, b"v" * 4000) for i in range(9)], 431),  # 36 KB in all
+    ],
+)
+def test_oversized_headers_are_431(headers: list[tuple[bytes, bytes]], status: int) -> None:
+    assert rejected(headers) == status
+
+
+def test_a_long_target_is_414_and_a_long_method_400() -> None:
+    assert rejected(OK, target=b"/" + b"a" * 100_000) == 414
+    assert rejected(OK, method="A" * 10_000) == 400
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        [(b"content-length", b"10"), (b"transfer-encoding", b"chunked")],  # CL.TE / TE.CL
+        [(b"content-length", b"10"), (b"content-length", b"11")],
+        [(b"content-length", b"10, 11")],
+        [(b"content-length", b"-1")],
+        [(b"content-length", b"0x10")],
+    ],
+)
+def test_smuggling_framing_is_400(framing: list[tuple[bytes, bytes]]) -> None:
+    assert rejected([*OK, *framing]) == 400
+
+
+def test_repeated_identical_content_lengths_are_one() -> None:
+    check_request("POST", b"/", [*OK, (b"content-length", b"5, 5")], "1.1", LIMITS)
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [[], [(b"host", b"a"), (b"host", b"b")], [(b"host", b"a b")], [(b"host", b"a/b")]],
+)
+def test_host_must_be_one_valid_field_on_http11(hosts: list[tuple[bytes, bytes]]) -> None:
+    assert rejected(hosts) == 400
+
+
+def test_versions_upgrades_and_field_syntax() -> None:
+    assert rejected(OK, version="9.9") == 505
+    assert rejected([*OK, (b"upgrade", b"websocket")]) == 501
+    assert rejected([*OK, (b"Bad Name", b"x")]) == 400
+    assert rejected([*OK, (b"x", b"a\nb")]) == 400
+    assert rejected([*OK, (b"x", b"a\0b")]) == 400
