@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,13 +225,13 @@ class ForwardingApp:
                 )
             except NoSessionAvailable as exc:
                 if attempt == 0 or not tried:
-                    await _error(send, 502, str(exc))
+                    await _fail(send, 502, "upstream unavailable", exc, method, path)
                     return
                 # The retry found no other session: try any ready one, including the first.
                 try:
                     slot, session = await self.pool.acquire(self.settings.acquire_timeout)
                 except NoSessionAvailable as exc2:
-                    await _error(send, 502, str(exc2))
+                    await _fail(send, 502, "upstream unavailable", exc2, method, path)
                     return
             tried.add(slot.index)
             limit = session.peer_max_header_list_size
@@ -266,8 +267,10 @@ class ForwardingApp:
                     # response short, so the client sees a truncated body, not a clean end.
                     log.warning("%s %s failed mid-response: %s", method, path, exc)
                     raise
-                status = 504 if isinstance(exc, StreamTimeout) else 502
-                await _error(send, status, f"upstream error: {exc}")
+                if isinstance(exc, StreamTimeout):
+                    await _fail(send, 504, "upstream did not answer in time", exc, method, path)
+                else:
+                    await _fail(send, 502, "upstream failed the request", exc, method, path)
                 return
 
 
@@ -424,7 +427,25 @@ async def _watch_disconnect(receive: Receive, stream: UpstreamStream) -> None:
         stream.cancel()
 
 
-async def _error(send: Send, status: int, reason: str, *, close: bool = False) -> None:
+async def _fail(
+    send: Send, status: int, category: str, exc: BaseException, method: str, path: str
+) -> None:
+    """An upstream failure, as the client sees it: a category and a request id, never the
+    upstream's address, TLS errors or stream ids. The detail goes to the log, under the
+    same id, for the operator."""
+    request_id = secrets.token_hex(6)
+    log.warning("request %s: %s %s -> %d: %s", request_id, method, path, status, exc)
+    await _error(send, status, f"{category} (request id {request_id})", request_id=request_id)
+
+
+async def _error(
+    send: Send,
+    status: int,
+    reason: str,
+    *,
+    close: bool = False,
+    request_id: str | None = None,
+) -> None:
     body = f"{status} {_REASONS.get(status, '')}: {reason}\n".encode()
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
@@ -433,6 +454,8 @@ async def _error(send: Send, status: int, reason: str, *, close: bool = False) -
     ]
     if close:
         headers.append((b"connection", b"close"))
+    if request_id:
+        headers.append((b"x-cwnd-proxy-request-id", request_id.encode()))
     with contextlib.suppress(Exception):
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
