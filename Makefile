@@ -8,7 +8,7 @@ APT_STAMP := $(VENV)/.apt-tools
 # Third-party peers the tests talk to: nginx (upstream), curl and h2load (clients), ss (socket census).
 APT_TOOLS := nginx-light nghttp2-client curl iproute2 tmux openssl haproxy
 
-.PHONY: run test lint typecheck unit bench bench-matrix bench-matrix-quick bench-ping-hold bench-loopback bench-testbed clean apt-tools
+.PHONY: run test chaos lint typecheck unit bench bench-matrix bench-matrix-quick bench-ping-hold bench-loopback bench-testbed clean apt-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ unit: $(DEV_STAMP)
 
 test: $(DEV_STAMP) apt-tools lint typecheck
 	$(BIN)/pytest -q -ra
+
+# The chaos suite at full scale (tests/chaos; CI runs it smaller as part of make test).
+chaos: $(DEV_STAMP) apt-tools
+	CWND_CHAOS=long $(BIN)/pytest -q tests/chaos
 
 bench-loopback: $(DEV_STAMP) apt-tools
 	$(BIN)/python bench/loopback.py

@@ -97,14 +97,20 @@ class ServerConfig:
     inbound_h2c: bool = True
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
-    # Time to receive a request's headers (HTTP/1.1), and to hand one response chunk to a
-    # slow client before the exchange is aborted.
-    read_timeout_ms: int = 30000
+    # Time to receive a request's headers (HTTP/1.1; also how long an idle keep-alive
+    # connection may wait for its next request), and to hand one response chunk to a slow
+    # client before the exchange is aborted. Short, like nginx's client_header_timeout: a
+    # slowloris client must not hold a connection for long.
+    read_timeout_ms: int = 10000
     write_timeout_ms: int = 30000
     # HTTP/2 keep-alive: a client connection that does not answer a PING this long is closed.
     idle_timeout_ms: int = 60000
     # "granian" (fast; drops response trailers) or "hypercorn" (passes trailers, for gRPC).
     inbound_server: str = "granian"
+    # Client connections served at once (granian's backpressure; its default, 128, let 128
+    # idle keep-alive clients lock everyone else out) and the listen backlog.
+    max_connections: int = 10000
+    backlog: int = 1024
     # Send the client's Host as :authority instead of the upstream's own name.
     preserve_host: bool = False
     shutdown_grace_ms: int = 10000
@@ -379,9 +385,11 @@ def validate(config: Config) -> Config:
         value = getattr(s, key)
         if value and not Path(value).is_file():
             raise ConfigError(f"server.{key} = {value!r}: file not found")
-    for key in ("read_timeout_ms", "write_timeout_ms", "idle_timeout_ms"):
+    for key in ("read_timeout_ms", "write_timeout_ms", "idle_timeout_ms", "max_connections"):
         _positive(f"server.{key}", getattr(s, key))
     _positive("server.shutdown_grace_ms", s.shutdown_grace_ms, zero_ok=True)
+    if not 1 <= s.backlog <= 65535:
+        raise ConfigError(f"server.backlog = {s.backlog} must be 1-65535")
     for key in (
         "max_request_header_bytes",
         "max_request_header_field_bytes",

@@ -89,6 +89,7 @@ class ProxyService:
                 tls_key=tls_key,
                 read_timeout_ms=s.read_timeout_ms,
                 idle_timeout_ms=s.idle_timeout_ms,
+                backlog=s.backlog,
             )
         else:
             self.server = InboundServer(
@@ -101,6 +102,8 @@ class ProxyService:
                 read_timeout_ms=s.read_timeout_ms,
                 idle_timeout_ms=s.idle_timeout_ms,
                 stream_window=p.stream_window_bytes,
+                max_connections=s.max_connections,
+                backlog=s.backlog,
             )
         self.started_at = time.monotonic()
         self.monitor = Monitor(self.pool)

@@ -49,6 +49,7 @@ class HypercornServer:
         tls_key: str | None = None,
         read_timeout_ms: int = 30000,
         idle_timeout_ms: int = 60000,
+        backlog: int = 1024,
     ) -> None:
         from hypercorn.config import Config as HypercornConfig
 
@@ -64,6 +65,7 @@ class HypercornServer:
         config.alpn_protocols = ["h2", "http/1.1"]
         config.read_timeout = max(1, read_timeout_ms // 1000)
         config.keep_alive_timeout = max(1, idle_timeout_ms // 1000)
+        config.backlog = backlog
         config.accesslog = None
         config.errorlog = None
         self._config = config
@@ -126,6 +128,8 @@ class InboundServer:
         idle_timeout_ms: int = 60000,
         stream_window: int = 16 * 1024 * 1024,
         log_enabled: bool = False,
+        max_connections: int = 10000,
+        backlog: int = 1024,
     ) -> None:
         self.host = host
         self.port = port
@@ -139,6 +143,12 @@ class InboundServer:
             port=port,
             interface=Interfaces.ASGINL,
             http=mode,
+            # backpressure caps the connections granian serves at once: its default
+            # (backlog // workers = 128) let 128 idle keep-alive clients lock out the rest.
+            backlog=backlog,
+            backpressure=max_connections,
+            # Also bounds an idle keep-alive connection's wait for its next request, and a
+            # slowloris client's trickle of header bytes.
             http1_settings=HTTP1Settings(header_read_timeout=read_timeout_ms),
             http2_settings=HTTP2Settings(
                 # Windows as large as upstream ones, so the client leg is never the limit.

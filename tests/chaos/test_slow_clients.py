@@ -1,0 +1,136 @@
+"""Idle and slow clients must not lock anyone out (the chaos suite; CWND_CHAOS=long, i.e.
+`make chaos`, runs the issue's full scale: 1,000 idle keep-alive clients and 500 slowloris
+connections, plus 200 that send nothing; CI runs a smaller crowd).
+
+Measured before: 128 idle HTTP/1.1 keep-alive clients were enough for the next client to
+time out (granian's backpressure default), and slowloris connections were closed only
+after 30-90 s."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from cwndproxy.origin import DemoOrigin
+from tests.conftest import ProxyFactory, proxy_config
+
+LONG = os.environ.get("CWND_CHAOS") == "long"
+IDLE = 1000 if LONG else 300
+SLOWLORIS = 500 if LONG else 100
+SILENT = 200 if LONG else 150
+CANARY_SECONDS = 20.0 if LONG else 6.0
+HEADER_TIMEOUT_MS = 3000
+
+
+async def _idle_client(port: int, ready: asyncio.Event, stop: asyncio.Event) -> None:
+    """One request, then the keep-alive connection just stays open."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        await reader.readline()
+        ready.set()
+        await stop.wait()
+    finally:
+        writer.close()
+
+
+async def _slowloris(port: int, stop: asyncio.Event, closed: list[bool]) -> None:
+    """Headers one byte at a time, never finished; notes whether the server hung up."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        while not stop.is_set():
+            writer.write(b"X")
+            await writer.drain()
+            try:
+                async with asyncio.timeout(1.0):
+                    if not await reader.read(1024):
+                        closed.append(True)
+                        return
+            except TimeoutError:
+                pass
+    except (ConnectionError, OSError):
+        closed.append(True)
+    finally:
+        writer.close()
+
+
+async def _silent(port: int, stop: asyncio.Event, closed: list[bool]) -> None:
+    """Connects and sends nothing at all."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(1.0):
+                    if not await reader.read(1024):
+                        closed.append(True)
+                        return
+            except TimeoutError:
+                pass
+    except (ConnectionError, OSError):
+        closed.append(True)
+    finally:
+        writer.close()
+
+
+async def _canary(port: int) -> bool:
+    try:
+        async with asyncio.timeout(3.0):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            line = await reader.readline()
+            writer.close()
+            return line.startswith(b"HTTP/1.1 200")
+    except (TimeoutError, OSError):
+        return False
+
+
+@pytest.mark.parametrize("server", ["granian", "hypercorn"])
+async def test_a_crowd_of_idle_and_slowloris_clients_locks_nobody_out(
+    origin: DemoOrigin, make_proxy: ProxyFactory, server: str
+) -> None:
+    config = proxy_config(origin.port)
+    config.server.inbound_server = server
+    config.server.read_timeout_ms = HEADER_TIMEOUT_MS
+    async with make_proxy(config):
+        port = config.server.port
+        stop = asyncio.Event()
+        readies = [asyncio.Event() for _ in range(IDLE)]
+        closed: list[bool] = []
+        crowd = [asyncio.create_task(_idle_client(port, r, stop)) for r in readies]
+        crowd += [asyncio.create_task(_slowloris(port, stop, closed)) for _ in range(SLOWLORIS)]
+        silent_closed: list[bool] = []  # not asserted: see below
+        crowd += [asyncio.create_task(_silent(port, stop, silent_closed)) for _ in range(SILENT)]
+        try:
+            async with asyncio.timeout(30):
+                for ready in readies:
+                    await ready.wait()
+            answered = 0
+            tries = 0
+            loop = asyncio.get_running_loop()
+            end = loop.time() + CANARY_SECONDS
+            while loop.time() < end:
+                tries += 1
+                answered += await _canary(port)
+                await asyncio.sleep(0.25)
+            assert answered == tries, f"canary answered {answered} of {tries}"
+            if server == "granian":
+                # The header deadline ended the slowloris connections (~3 s, not 30-90 s).
+                assert len(closed) >= 0.9 * SLOWLORIS, f"{len(closed)} of {SLOWLORIS} closed"
+                # Silent connections (not one byte sent) are NOT closed: hyper starts its
+                # header deadline at the first byte and granian has no first-byte timeout.
+                # They hold one of server.max_connections each; that cap (10,000, not
+                # granian's default 128, which let 128 of them lock everyone out) is what
+                # keeps the canary answered. A known limit, in the README.
+            else:
+                # hypercorn's read timeout bounds each read, not the whole header block, and
+                # it has no header deadline: a byte a second keeps a connection. Its crowd
+                # does not lock anyone out, but it stays (documented in the README).
+                assert len(closed) < 0.1 * SLOWLORIS
+        finally:
+            stop.set()
+            await asyncio.gather(*crowd, return_exceptions=True)
