@@ -87,6 +87,11 @@ class PoolConfig:
     max_frame_size: int = 1024 * 1024
     reconnect_min_ms: int = 100
     reconnect_max_ms: int = 10000
+    # Streams the upstream serves per connection before its GOAWAY (nginx: http2 or
+    # keepalive_requests, default 1000; HAProxy: max-reuse); each session is then replaced
+    # a quarter before, so no request meets the GOAWAY. 0 = learn it from the upstream's
+    # GOAWAYs (two at the same count).
+    upstream_max_streams: int = 0
 
 
 @dataclass
@@ -332,6 +337,7 @@ def validate(config: Config) -> Config:
     _positive("pool.warm_up_size_bytes", p.warm_up_size_bytes, zero_ok=True)
     _positive("pool.per_connection_dwell_ms", p.per_connection_dwell_ms, zero_ok=True)
     _positive("pool.rtt_probe_interval_ms", p.rtt_probe_interval_ms, zero_ok=True)
+    _positive("pool.upstream_max_streams", p.upstream_max_streams, zero_ok=True)
     _one_of("pool.warm_up_direction", p.warm_up_direction, DIRECTIONS)
     _one_of("pool.warm_up_upload_method", p.warm_up_upload_method, UPLOAD_METHODS)
     _one_of("pool.warm_up_download_method", p.warm_up_download_method, DOWNLOAD_METHODS)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cwndproxy.metrics import TrafficCounters
+from cwndproxy.metrics import TrafficCounters, TrafficKind
 from cwndproxy.upstream.dial import DialError, UpstreamTarget, dial
 from cwndproxy.upstream.session import H2Session, SessionSettings, SessionState
 
@@ -93,6 +93,8 @@ class PoolSlot:
     # Sessions that got GOAWAY and are finishing their streams while a replacement serves.
     draining: list[H2Session] = field(default_factory=list)
     reconnects: int = 0
+    # Sessions we ended ourselves at the upstream's stream limit, their replacement ready.
+    retirements: int = 0
     # Times this slot waited in back-off before dialling again (dial failures, sessions lost
     # early; never a graceful GOAWAY).
     backoffs: int = 0
@@ -118,11 +120,16 @@ class PoolSlot:
 
     def view(self) -> SlotView:
         s = self.session
+        free = 0
+        if s is not None:
+            budget_left = s.budget_left
+            free = s.free_stream_slots - s.opening.total()
+            free = max(0, free if budget_left is None else min(free, budget_left))
         return SlotView(
             index=self.index,
             ready=self.ready,
-            real_streams=s.real_active if s else 0,
-            free_stream_slots=s.free_stream_slots if s else 0,
+            real_streams=s.real_active + s.opening[TrafficKind.REAL] if s else 0,
+            free_stream_slots=free,
             last_chosen=self.last_chosen,
             dummy_active=bool(self.controller and self.controller.dummy_active),
             warm=self.controller is None or bool(self.controller.warm),
@@ -137,6 +144,17 @@ class PoolSlot:
             if s is not None:
                 total.merge(s.counters)
         return total
+
+
+def budget_headroom(budget: int) -> int:
+    """How many streams before the upstream's per-connection limit to dial the replacement:
+    a quarter, so at a steady request rate the handshake has a quarter of a session's life."""
+    return max(1, budget // 4)
+
+
+def _close_unused(task: asyncio.Future[H2Session]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().abort("not needed: the pool is stopping")
 
 
 SessionListener = Callable[[PoolSlot, H2Session], None]
@@ -158,6 +176,7 @@ class Pool:
         reconnect_min: float = 0.1,
         reconnect_max: float = 10.0,
         dialer: Dialer | None = None,
+        stream_budget: int | None = None,
     ) -> None:
         self.target = target
         self.slots = [PoolSlot(i) for i in range(size)]
@@ -170,6 +189,9 @@ class Pool:
         self._changed = asyncio.Event()
         self._stopping = False
         self.listeners: list[SessionListener] = []
+        # Streams per connection the upstream allows, once learned (see _learn_stream_budget).
+        self.stream_budget = stream_budget
+        self._last_recycle_at: int | None = None
 
     async def _dial(self) -> H2Session:
         return await dial(
@@ -222,46 +244,111 @@ class Pool:
 
     # -- supervision -------------------------------------------------------------------------
     async def _supervise(self, slot: PoolSlot) -> None:
-        while not self._stopping:
-            slot.set_state(SlotState.CONNECTING)
-            self._notify()
-            try:
-                session = await self._dialer()
-            except DialError as exc:
-                slot.last_error = str(exc)
-                slot.dial_failed = True
-                await self._back_off(slot, "retrying", logging.WARNING)
-                continue
-            slot.session = session
-            slot.set_state(SlotState.READY)
-            slot.last_error = None
-            slot.dial_failed = False
-            self._notify()
-            for listener in self.listeners:
-                listener(slot, session)
-            await session.unusable.wait()
-            # GOAWAY or loss: a replacement is dialled now while old streams finish.
-            slot.session = None
-            if session.state is SessionState.DRAINING:
-                slot.draining.append(session)
-                asyncio.get_running_loop().create_task(self._retire_when_closed(slot, session))
-            else:
-                slot.retired_counters.merge(session.counters)
-            slot.last_error = slot.last_close_reason = session.close_reason
-            slot.reconnects += 1
-            if session.recycled:
-                # A graceful GOAWAY is routine (nginx: every keepalive_requests streams), not
-                # a failure: replace the session at once, no back-off.
-                slot.consecutive_failures = 0
+        # A replacement dialled ahead while the current session nears its stream budget.
+        ahead: asyncio.Future[H2Session] | None = None
+        try:
+            while not self._stopping:
+                slot.set_state(SlotState.CONNECTING)
+                self._notify()
+                try:
+                    session = await (ahead if ahead is not None else self._dialer())
+                except DialError as exc:
+                    slot.last_error = str(exc)
+                    slot.dial_failed = True
+                    await self._back_off(slot, "retrying", logging.WARNING)
+                    continue
+                finally:
+                    ahead = None
+                if self.stream_budget is not None:
+                    session.set_stream_budget(
+                        self.stream_budget, budget_headroom(self.stream_budget)
+                    )
+                slot.session = session
+                slot.set_state(SlotState.READY)
                 slot.last_error = None
-                log.info("session %d: %s; replacing it", slot.index, session.close_reason)
-                continue
-            lived = time.monotonic() - session.created_at
-            # A connection that lived a while resets the back-off; one that dies at once
-            # (e.g. the upstream accepts then closes) keeps backing off.
-            if lived > 5.0:
-                slot.consecutive_failures = 0
-            await self._back_off(slot, "reconnecting", logging.INFO)
+                slot.dial_failed = False
+                self._notify()
+                for listener in self.listeners:
+                    listener(slot, session)
+                ahead = await self._serve(session)
+                # GOAWAY or loss: a replacement is dialled now (unless it was already) while
+                # old streams finish.
+                slot.session = None
+                if session.state is SessionState.DRAINING:
+                    slot.draining.append(session)
+                    asyncio.get_running_loop().create_task(self._retire_when_closed(slot, session))
+                else:
+                    slot.retired_counters.merge(session.counters)
+                slot.last_error = slot.last_close_reason = session.close_reason
+                slot.reconnects += 1
+                self._learn_stream_budget(session)
+                slot.retirements += session.retired
+                if session.recycled:
+                    # A graceful GOAWAY is routine (nginx: every keepalive_requests streams),
+                    # not a failure: replace the session at once, no back-off.
+                    slot.consecutive_failures = 0
+                    slot.last_error = None
+                    log.info("session %d: %s; replacing it", slot.index, session.close_reason)
+                    continue
+                lived = time.monotonic() - session.created_at
+                # A connection that lived a while resets the back-off; one that dies at once
+                # (e.g. the upstream accepts then closes) keeps backing off.
+                if lived > 5.0:
+                    slot.consecutive_failures = 0
+                await self._back_off(slot, "reconnecting", logging.INFO)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                ahead.add_done_callback(_close_unused)
+
+    async def _serve(self, session: H2Session) -> asyncio.Future[H2Session] | None:
+        """Wait until ``session`` takes no more streams. Near its stream budget, dial the
+        replacement ahead and retire the session as soon as the replacement is ready, so the
+        slot never waits for a handshake and no stream meets the upstream's GOAWAY.
+        Returns the replacement's dial, if one was started."""
+        unusable = asyncio.ensure_future(session.unusable.wait())
+        near = asyncio.ensure_future(session.budget_near.wait())
+        try:
+            await asyncio.wait({unusable, near}, return_when=asyncio.FIRST_COMPLETED)
+            if unusable.done():
+                return None
+            ahead = asyncio.ensure_future(self._dialer())
+            await asyncio.wait({unusable, ahead}, return_when=asyncio.FIRST_COMPLETED)
+            if ahead.done() and not ahead.cancelled() and ahead.exception() is None:
+                session.retire("replaced ahead of the upstream's stream limit")
+            await unusable
+            return ahead
+        finally:
+            unusable.cancel()
+            near.cancel()
+
+    def _learn_stream_budget(self, session: H2Session) -> None:
+        """nginx (keepalive_requests), HAProxy and others end a connection after a fixed
+        number of streams. Learn it from two GOAWAY(NO_ERROR)s at the same stream count that
+        came while its last stream was open (not an idle timeout); a reload's GOAWAY comes
+        at a random count and is not taken."""
+        accepted = session.accepted_streams
+        if (
+            not session.recycled
+            or accepted is None
+            or accepted < 2
+            or not session.goaway_at_open_stream
+        ):
+            return
+        previous, self._last_recycle_at = self._last_recycle_at, accepted
+        if accepted != previous or accepted == self.stream_budget:
+            return
+        self.stream_budget = accepted
+        headroom = budget_headroom(accepted)
+        log.info(
+            "the upstream ends connections after %d streams: each session is replaced "
+            "%d streams before that",
+            accepted,
+            headroom,
+        )
+        for slot in self.slots:
+            if slot.session is not None:
+                slot.session.set_stream_budget(accepted, headroom)
 
     async def _back_off(self, slot: PoolSlot, action: str, level: int) -> None:
         delay = backoff_delay(slot.consecutive_failures, self._reconnect_min, self._reconnect_max)

@@ -61,6 +61,7 @@ class ProxyService:
             rtt_probe_interval=p.rtt_probe_interval_ms / 1000,
             reconnect_min=p.reconnect_min_ms / 1000,
             reconnect_max=p.reconnect_max_ms / 1000,
+            stream_budget=p.upstream_max_streams or None,
         )
         self.app = ForwardingApp(
             self.pool,

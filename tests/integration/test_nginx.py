@@ -80,10 +80,11 @@ async def test_h2load_through_the_proxy_to_nginx_survives_its_goaways(
         )
         text = result.stdout.decode()
         assert "5000 succeeded, 0 failed, 0 errored" in text, text
-        # nginx closed each connection after 300 requests: the pool replaced them.
+        # nginx closed each connection after 300 requests: the pool replaced them, and
+        # after two such GOAWAYs it knew the limit and replaced sessions ahead of it.
         reconnects = sum(slot.reconnects for slot in proxy.pool.slots)
         assert reconnects >= 5000 // 300 - 2
-        assert any("GOAWAY" in (s.last_close_reason or "") for s in proxy.pool.slots)
+        assert proxy.pool.stream_budget == 300
 
 
 async def test_range_request_through_the_proxy(
@@ -135,13 +136,18 @@ async def test_the_pool_learns_nginxs_idle_timeout_and_keeps_its_sessions(
             assert slot.session is not None and slot.session.is_usable
 
 
-@pytest.mark.parametrize("h1", [False, True], ids=["h2c", "http1"])
+@pytest.mark.parametrize(
+    ("h1", "configured"),
+    [(False, False), (True, False), (False, True)],
+    ids=["h2c", "http1", "h2c-configured"],
+)
 async def test_nginx_recycling_connections_under_load_costs_no_request(
-    tmp_path: Path, make_proxy: ProxyFactory, h1: bool
+    tmp_path: Path, make_proxy: ProxyFactory, h1: bool, configured: bool
 ) -> None:
     """nginx sends GOAWAY(NO_ERROR) every keepalive_requests streams: a routine event.
     Under load, with warm-up traffic on, no client request may fail and the pool never
-    backs off."""
+    backs off. The pool learns the limit and replaces sessions before it; told the limit
+    (pool.upstream_max_streams), not one request even needs a retry."""
     h2load = require_tool("h2load")
     require_tool("nginx")
     server = NginxServer(tmp_path / "nginx", h2c_port=free_port(), keepalive_requests=100)
@@ -152,6 +158,7 @@ async def test_nginx_recycling_connections_under_load_costs_no_request(
         config = proxy_config(server.h2c_port, pool_size=4)
         config.pool.strategy = "auto"
         config.pool.warm_up_download_path = "/blob.bin"
+        config.pool.upstream_max_streams = 100 if configured else 0
         async with make_proxy(config) as proxy:
             result = await run(
                 h2load,
@@ -170,3 +177,9 @@ async def test_nginx_recycling_connections_under_load_costs_no_request(
             assert "6000 succeeded, 0 failed, 0 errored" in text, text
             assert sum(s.reconnects for s in proxy.pool.slots) >= 40, "nginx recycled"
             assert sum(s.backoffs for s in proxy.pool.slots) == 0
+            # The pool learned nginx's limit and from then on replaced sessions itself,
+            # before any stream met nginx's GOAWAY.
+            assert proxy.pool.stream_budget == 100
+            assert sum(s.retirements for s in proxy.pool.slots) >= 30
+            if configured:
+                assert proxy.pool.totals().retries == 0

@@ -335,3 +335,52 @@ async def test_server_bytes_before_start_wait_for_our_preface() -> None:
     assert bytes(transport.buffer).startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     events = server.receive_data(bytes(transport.buffer))
     assert any(isinstance(e, ev.SettingsAcknowledged) for e in events)
+
+
+async def test_stream_budget_retires_the_session_after_its_last_stream() -> None:
+    """At the upstream's per-connection limit the session sends its own GOAWAY after the
+    last allowed stream, which still completes; the next request never reaches the wire."""
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.pump()
+    session.set_stream_budget(4, headroom=1)
+    streams = [await session.open_stream("GET", f"/{i}", [], end_stream=True) for i in range(3)]
+    assert session.budget_near.is_set()
+    assert session.state is SessionState.OPEN
+    last = await session.open_stream("GET", "/3", [], end_stream=True)
+    assert session.retired and session.recycled
+    assert session.unusable.is_set()
+    with pytest.raises(UpstreamError) as refused:
+        await session.open_stream("GET", "/4", [], end_stream=True)
+    assert refused.value.unprocessed
+    peer.pump()
+    assert len(peer.requests()) == 4
+    assert any(isinstance(e, ev.ConnectionTerminated) for e in peer.events)
+    for stream in [*streams, last]:
+        peer.respond(stream.stream_id, 200, b"ok")
+    peer.pump()
+    assert (await last.receive_response()).status == 200
+    assert await last.read() == b"ok"
+
+
+async def test_a_woken_waiter_does_not_open_a_stream_on_a_retired_session() -> None:
+    """A request queued for a stream slot is woken when one frees; if the session was
+    retired in between, it must fail as unprocessed, not send HEADERS the upstream refuses."""
+    session, transport = make_session()
+    peer = Peer(session, transport)
+    peer.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
+    peer.pump()
+    peer.pump()
+    first = await session.open_stream("GET", "/a", [], end_stream=True)
+    waiting = asyncio.create_task(session.open_stream("GET", "/b", [], end_stream=True))
+    await settle()
+    peer.pump()
+    peer.respond(first.stream_id, 200, b"done")
+    peer.pump()  # frees the slot: the waiter is woken, but has not run yet
+    session.retire("test")
+    await settle()
+    with pytest.raises(UpstreamError) as refused:
+        await waiting
+    assert refused.value.unprocessed
+    peer.pump()
+    assert len(peer.requests()) == 1

@@ -255,6 +255,7 @@ class H2Session(H2Endpoint):
         self.created_at = time.monotonic()
         self.goaway_last_stream_id: int | None = None
         self.goaway_error_code: int | None = None
+        self.goaway_at_open_stream = False
         self.close_reason: str | None = None
         self.rtt: float | None = None
         # The smallest PING RTT seen: the path's RTT without queueing (PINGs timed during a
@@ -279,6 +280,17 @@ class H2Session(H2Endpoint):
         self.real_idle = asyncio.Event()
         self.real_idle.set()
         self.stream_listeners: list[Callable[[UpstreamStream, bool], None]] = []
+        # Streams this session opened, and how many the upstream takes per connection when
+        # known (nginx: keepalive_requests; the pool learns it from repeated GOAWAYs). At the
+        # budget the session retires itself with its own GOAWAY, so no stream is sent that
+        # the upstream would refuse; near it, ``budget_near`` lets the pool dial ahead.
+        self.streams_opened = 0
+        # Streams waiting for a slot (MAX_CONCURRENT_STREAMS) to send their HEADERS.
+        self.opening: collections.Counter[TrafficKind] = collections.Counter()
+        self.stream_budget: int | None = None
+        self._budget_headroom = 0
+        self.budget_near = asyncio.Event()
+        self.retired = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -336,10 +348,51 @@ class H2Session(H2Endpoint):
         return max(0, self.peer_max_concurrent_streams - self.conn.open_outbound_streams)
 
     @property
+    def budget_left(self) -> int | None:
+        """Streams the budget still allows beyond those already waiting (None: no budget)."""
+        if self.stream_budget is None:
+            return None
+        return max(0, self.stream_budget - self.streams_opened - self.opening.total())
+
+    @property
     def recycled(self) -> bool:
-        """The upstream closed this session gracefully (GOAWAY with NO_ERROR: nginx does so
-        after keepalive_requests streams and on reload). A normal event, not a failure."""
-        return self.goaway_error_code == h2.errors.ErrorCodes.NO_ERROR
+        """The session ended gracefully: the upstream sent GOAWAY with NO_ERROR (nginx does
+        so after keepalive_requests streams and on reload), or we retired it at its stream
+        budget. A normal event, not a failure."""
+        return self.retired or self.goaway_error_code == h2.errors.ErrorCodes.NO_ERROR
+
+    @property
+    def accepted_streams(self) -> int | None:
+        """How many of our streams the upstream took before its GOAWAY (client streams are
+        odd: 1, 3, 5, ...), or None without a GOAWAY."""
+        last = self.goaway_last_stream_id
+        return None if last is None else (last + 1) // 2
+
+    def set_stream_budget(self, budget: int | None, headroom: int) -> None:
+        """Open at most ``budget`` streams; flag ``budget_near`` ``headroom`` streams before."""
+        self.stream_budget = budget
+        self._check_budget(headroom)
+
+    def _check_budget(self, headroom: int | None = None) -> None:
+        budget = self.stream_budget
+        if budget is None:
+            return
+        if headroom is None:
+            headroom = self._budget_headroom
+        self._budget_headroom = headroom
+        if self.streams_opened >= max(1, budget - headroom):
+            self.budget_near.set()
+        if self.streams_opened >= budget:
+            self.retire(f"retired after {self.streams_opened} streams (the upstream's limit)")
+
+    def retire(self, reason: str) -> None:
+        """Take no new streams, let active ones finish, then close: a graceful end of our
+        own choosing (GOAWAY NO_ERROR), not a failure."""
+        if self.state is not SessionState.OPEN or self.is_connection_lost:
+            return
+        self.retired = True
+        self.close_reason = reason
+        self.goaway()
 
     def goaway(self, error_code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
         """Tell the upstream we are going away; existing streams may finish."""
@@ -553,8 +606,12 @@ class H2Session(H2Endpoint):
         self.unusable.set()
         self.goaway_last_stream_id = last_stream_id
         self.goaway_error_code = error_code
+        # nginx's keepalive_requests GOAWAY comes with the HEADERS of the last stream it
+        # takes, so that stream is still open; an idle timeout's GOAWAY finds none.
+        self.goaway_at_open_stream = last_stream_id is not None and last_stream_id in self.streams
         name = _error_name(error_code)
-        self.close_reason = f"upstream sent GOAWAY ({name}, last_stream_id={last_stream_id})"
+        if not self.retired:  # our reason stays: nginx answers our last stream with its own
+            self.close_reason = f"upstream sent GOAWAY ({name}, last_stream_id={last_stream_id})"
         last = last_stream_id if last_stream_id is not None else 0
         for sid, stream in list(self.streams.items()):
             if sid > last:
@@ -586,7 +643,13 @@ class H2Session(H2Endpoint):
         """Send a request's HEADERS, waiting for a stream slot under the peer's
         MAX_CONCURRENT_STREAMS. Regular headers must be lower-case and free of hop-by-hop
         fields (the forwarding layer does that)."""
-        await self._acquire_slot()
+        # Counted while waiting, so that the pool spreads a burst of requests over its
+        # sessions instead of queueing them all on the one that looked least busy.
+        self.opening[kind] += 1
+        try:
+            await self._acquire_slot()
+        finally:
+            self.opening[kind] -= 1
         pseudo: Headers = [
             (b":method", method.encode()),
             (b":scheme", self.scheme.encode()),
@@ -606,17 +669,24 @@ class H2Session(H2Endpoint):
             stream.local_closed = True
         if kind is TrafficKind.REAL:
             self.counters.requests += 1
+        self.streams_opened += 1
         self.flush()
+        # After the HEADERS went out: the last stream the budget allows still runs.
+        self._check_budget()
         return stream
 
     async def _acquire_slot(self) -> None:
+        woken = False
         while True:
+            # Checked again after every wait: the session may have been retired or got a
+            # GOAWAY between the wake-up and now, and a stream sent then would be refused.
             if not self.is_usable:
                 raise SessionClosed(
                     f"session not usable: {self.close_reason or self.state.value}",
                     unprocessed=True,
                 )
-            if self.free_stream_slots > 0 and not self._slot_waiters:
+            # A woken waiter goes first; a newcomer queues behind the waiters.
+            if self.free_stream_slots > 0 and (woken or not self._slot_waiters):
                 return
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._slot_waiters.append(fut)
@@ -625,8 +695,7 @@ class H2Session(H2Endpoint):
             finally:
                 if fut in self._slot_waiters:
                     self._slot_waiters.remove(fut)
-            if self.free_stream_slots > 0:
-                return
+            woken = True
 
     def _wake_slot_waiters(self) -> None:
         free = self.free_stream_slots
