@@ -40,6 +40,11 @@ CASES = {
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         {400},
     ),
+    "bad chunk size": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nhello\r\n0\r\n\r\n",
+        {400},
+    ),
     "no Host": (b"GET /echo HTTP/1.1\r\n\r\n", {400}),
     "two Hosts": (b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", {400}),
     "bad Host": (b"GET /echo HTTP/1.1\r\nHost: a b/c\r\n\r\n", {400}),

@@ -48,27 +48,30 @@ Send = Callable[[Message], Awaitable[None]]
 # A request body up to this size is kept so that a failed attempt can be replayed.
 REPLAY_LIMIT = 1024 * 1024
 # Attempts for a request the upstream proved it never processed (REFUSED_STREAM, above a
-# GOAWAY's last_stream_id). Pools recycle together: nginx GOAWAYs every session after the
-# same number of requests, so a first retry can land on a session draining too.
+# GOAWAY's last_stream_id), at least; pools of more sessions allow one per session plus one.
+# Pools recycle together: until the pool has learned the upstream's stream limit, nginx
+# GOAWAYs every session after the same number of requests, so each retry can land on a
+# session draining too, and the last one waits for a fresh session.
 MAX_ATTEMPTS = 3
 
 
 def should_retry(
     attempt: int,
     *,
+    max_attempts: int = MAX_ATTEMPTS,
     unprocessed: bool,
     idempotent: bool,
     response_started: bool,
     body_held: bool,
 ) -> bool:
     """Retry only while nothing went to the client and the whole body can be sent again;
-    then up to MAX_ATTEMPTS for a request the upstream never processed (any method, RFC 9113
-    section 8.7), and once for an idempotent one. A non-idempotent request that may have
+    then up to ``max_attempts`` for a request the upstream never processed (any method,
+    RFC 9113 section 8.7), and once for an idempotent one. A non-idempotent request that may have
     been processed is never replayed."""
     if response_started or not body_held:
         return False
     if unprocessed:
-        return attempt < MAX_ATTEMPTS - 1
+        return attempt < max_attempts - 1
     return idempotent and attempt == 0
 
 
@@ -83,6 +86,11 @@ class ForwardingSettings:
 
 class ClientGone(Exception):
     """The inbound client disconnected."""
+
+
+class BadRequestBody(Exception):
+    """The inbound server could not deliver the request body (e.g. an invalid chunk size):
+    the client's fault, answered with 400, and the upstream stream is reset."""
 
 
 class RequestBody:
@@ -137,7 +145,14 @@ class RequestBody:
                 raise ClientGone()
             if self.complete:
                 return
-            self._absorb(await self._receive())
+            try:
+                message = await self._receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server's parser refused the body
+                self.disconnected = True
+                raise BadRequestBody(str(exc) or type(exc).__name__) from exc
+            self._absorb(message)
 
 
 class ForwardingApp:
@@ -211,20 +226,42 @@ class ForwardingApp:
             preserve_host=self.settings.preserve_host,
         )
         trailers_ok = "http.response.trailers" in (scope.get("extensions") or {})
-        body = RequestBody(receive, await receive())
+        try:
+            # The first piece of body is read before any upstream stream opens: a body the
+            # server cannot parse from the start (a bad chunk size) never reaches upstream.
+            first = await receive()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await _error(send, 400, f"malformed request body: {exc}", close=True)
+            return
+        body = RequestBody(receive, first)
         if body.disconnected:
+            # granian reports a body its parser refuses (a bad chunk size) as a disconnect
+            # and answers 500 itself when the app does not answer: a client still there
+            # gets the 400 it earned; a client really gone gets nothing either way.
+            await _error(send, 400, "request body malformed or cut short", close=True)
             return
 
-        tried: set[int] = set()
-        for attempt in range(MAX_ATTEMPTS):
-            if len(tried) >= len(self.pool.slots):
-                tried.clear()  # every session had a go: any ready one may serve the retry
+        # Sessions, not slots, that had a go: a slot whose session was replaced (GOAWAY) is
+        # a fresh connection and a fine place for the retry.
+        tried: set[H2Session] = set()
+        slots = self.pool.slots
+        max_attempts = max(MAX_ATTEMPTS, len(slots) + 1)
+        attempt = 0
+        # Re-picks of a session that stopped taking streams between the pick and our
+        # HEADERS (retired, GOAWAY): nothing was sent, so they are no attempt, but bounded.
+        repicks = 0
+        while attempt < max_attempts:
+            exclude = frozenset(s.index for s in slots if s.session in tried)
+            if len(exclude) >= len(slots):
+                exclude = frozenset()  # every session had a go: any ready one may serve
             try:
                 slot, session = await self.pool.acquire(
-                    self.settings.acquire_timeout, exclude=frozenset(tried)
+                    self.settings.acquire_timeout, exclude=exclude
                 )
             except NoSessionAvailable as exc:
-                if attempt == 0 or not tried:
+                if attempt == 0 or not exclude:
                     await _fail(send, 502, "upstream unavailable", exc, method, path)
                     return
                 # The retry found no other session: try any ready one, including the first.
@@ -233,7 +270,7 @@ class ForwardingApp:
                 except NoSessionAvailable as exc2:
                     await _fail(send, 502, "upstream unavailable", exc2, method, path)
                     return
-            tried.add(slot.index)
+            tried.add(session)
             limit = session.peer_max_header_list_size
             if limit is not None and header_list_size(headers) + 4 * 32 + len(path) > limit:
                 # The upstream said how much it takes: more would be refused, at best for
@@ -246,11 +283,19 @@ class ForwardingApp:
                 return
             except ClientGone:
                 return
+            except BadRequestBody as exc:
+                if not exchange.response_started:
+                    await _error(send, 400, f"malformed request body: {exc}", close=True)
+                return
             except UpstreamError as exc:
                 if body.client_gone():
                     return  # the client is gone: nobody to answer, and nothing to replay
+                if exchange.stream is None and exc.unprocessed and repicks < len(slots):
+                    repicks += 1
+                    continue
                 retry = should_retry(
                     attempt,
+                    max_attempts=max_attempts,
                     unprocessed=exc.unprocessed,
                     idempotent=is_idempotent(method),
                     response_started=exchange.response_started,
@@ -261,6 +306,7 @@ class ForwardingApp:
                 if retry:
                     slot_counters.retries += 1
                     log.info("retrying %s %s on another session: %s", method, path, exc)
+                    attempt += 1
                     continue
                 if exchange.response_started:
                     # Headers already went out: the only honest signal left is to cut the
@@ -319,12 +365,13 @@ class _Exchange:
                 response = await stream.receive_response(settings.response_timeout)
             except UpstreamError:
                 if _client_left(pump):
-                    # The pump reset the stream because the client left mid-body: that is
-                    # the whole story, not an upstream failure to retry.
-                    raise ClientGone() from None
+                    # The pump reset the stream because the client left mid-body (or sent a
+                    # body the server could not parse): that is the whole story, not an
+                    # upstream failure to retry.
+                    raise _pump_error(pump) from None
                 raise
             if _client_left(pump):
-                raise ClientGone()
+                raise _pump_error(pump)
             if self.body.complete and (pump is None or pump.done()):
                 watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream))
             await self._relay_response(send, stream, response, trailers_ok)
@@ -351,7 +398,7 @@ class _Exchange:
             async for chunk in self.body.stream():
                 await stream.send(chunk)
             await stream.end()
-        except ClientGone:
+        except (ClientGone, BadRequestBody):
             stream.cancel()
             raise
         except UpstreamError:
@@ -415,8 +462,15 @@ def _client_left(pump: asyncio.Task[None] | None) -> bool:
         pump is not None
         and pump.done()
         and not pump.cancelled()
-        and isinstance(pump.exception(), ClientGone)
+        and isinstance(pump.exception(), ClientGone | BadRequestBody)
     )
+
+
+def _pump_error(pump: asyncio.Task[None] | None) -> BaseException:
+    """What ended the body pump: ClientGone, or BadRequestBody."""
+    assert pump is not None
+    exc = pump.exception()
+    return exc if exc is not None else ClientGone()
 
 
 async def _watch_disconnect(receive: Receive, stream: UpstreamStream) -> None:
