@@ -218,3 +218,39 @@ async def test_real_traffic_elsewhere_in_the_pool_shrinks_bursts_to_keepalives(
     stream.cancel()
     await ctl.stop()
     await other.aclose()
+
+
+async def test_dummy_and_real_headers_never_mix(
+    make_proxy: ProxyFactory, origin: DemoOrigin
+) -> None:
+    """warm_up_headers (e.g. a token for the warm-up object) go on dummy requests only; a
+    client's Cookie and Authorization go on its own requests only."""
+    config = proxy_config(origin.port, pool_size=2)
+    config.pool.strategy = "auto"
+    config.pool.bandwidth_mbps = 50
+    config.pool.warm_up_download_path = "/cwnd/blob?size=20000000"
+    config.pool.warm_up_headers = {"authorization": "Bearer dummy-secret", "x-warm": "1"}
+    async with make_proxy(config) as proxy:
+        await wait_for(lambda: all(s.controller and s.controller.warm for s in proxy.pool.slots))
+        reader, writer = await asyncio.open_connection("127.0.0.1", config.server.port)
+        for _ in range(3):
+            writer.write(
+                b"GET /echo HTTP/1.1\r\nHost: x\r\nCookie: session=client\r\n"
+                b"Authorization: Bearer client-token\r\n\r\n"
+            )
+            await writer.drain()
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass
+            await asyncio.sleep(0.1)
+        writer.close()
+    dummy = [r for r in origin.request_log if r.path == "/cwnd/blob"]
+    real = [r for r in origin.request_log if r.path == "/echo"]
+    assert dummy and len(real) == 3
+    for r in dummy:
+        assert r.header(b"authorization") == "Bearer dummy-secret"
+        assert r.header(b"cookie") is None
+    for r in real:
+        assert r.header(b"authorization") == "Bearer client-token"
+        assert r.header(b"cookie") == "session=client"
+        assert r.header(b"x-warm") is None
