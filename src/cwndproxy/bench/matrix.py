@@ -660,6 +660,54 @@ def table(cells: Sequence[Cell], results: dict[str, dict[str, dict[str, Any]]]) 
     return "\n".join(lines)
 
 
+def acceptance(cells: Sequence[Cell], results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The warm-up issue's acceptance criteria, checked against this run (markdown)."""
+    lines = []
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    for cell in cells:
+        arms = results.get(cell.name, {})
+        d = arms.get("default", {})
+        if "p50_ideal" not in d:
+            continue
+        if cell.loss or cell.cross:
+            ok = d["p50_ideal"] <= 1.3
+            lines.append(
+                f"- {cell.name}: default p50 {d['p50_ideal']:.2f}x ideal (<= 1.3): {mark(ok)}"
+            )
+        else:
+            ok = d["p50_ideal"] <= 1.10 and d["p90_ideal"] <= 1.25
+            lines.append(
+                f"- {cell.name}: default p50 {d['p50_ideal']:.2f}x, p90 {d['p90_ideal']:.2f}x "
+                f"(<= 1.10, <= 1.25): {mark(ok)}"
+            )
+        off = arms.get("off", {})
+        if "p50_ms" in off:
+            ok = d["p50_ms"] <= 1.03 * off["p50_ms"]
+            lines.append(
+                f"  - not slower than off: {d['p50_ms']:.0f} vs {off['p50_ms']:.0f} ms: {mark(ok)}"
+            )
+        hap = arms.get("haproxy", {})
+        if hap.get("p50_ideal", 0) >= 2.0:
+            speedup = hap["p50_ms"] / d["p50_ms"]
+            lines.append(
+                f"  - vs HAProxy ({hap['p50_ideal']:.2f}x ideal): {speedup:.2f}x faster "
+                f"(>= 1.8): {mark(speedup >= 1.8)}"
+            )
+        if d.get("idle_share") is not None:
+            burst = arms.get("burst", {}).get("idle_share")
+            extra = f"; burst {burst * 100:.1f}%" if burst is not None else ""
+            lines.append(
+                f"  - idle traffic {d['idle_share'] * 100:.2f}% of the path (<= 2%){extra}: "
+                f"{mark(d['idle_share'] <= 0.02)}"
+            )
+        if cell.random_arrivals:
+            lines.append(f"  - p95 {d['p95_ideal']:.2f}x (<= 1.15): {mark(d['p95_ideal'] <= 1.15)}")
+    return "\n".join(lines)
+
+
 def heatmap(
     cells: Sequence[Cell], arms: Sequence[str], results: dict[str, Any], path: Path
 ) -> str | None:
@@ -856,7 +904,9 @@ def _write(
         "fetches": raw,
     }
     (out / "results.json").write_text(json.dumps(report, indent=1))
-    (out / "matrix.md").write_text(table(cells, results) + "\n")
+    (out / "matrix.md").write_text(
+        table(cells, results) + "\n\nAcceptance:\n\n" + acceptance(cells, results) + "\n"
+    )
     files = [str(out / "results.json"), str(out / "matrix.md")]
     png = heatmap(cells, [a.name for a in arms], results, out / "heatmap.png")
     if png:
