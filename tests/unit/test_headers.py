@@ -97,3 +97,15 @@ def test_retry_rule() -> None:
     assert not retry(MAX_ATTEMPTS - 1, unprocessed=True)
     assert not retry(0, response_started=True, unprocessed=True)
     assert not retry(0, body_held=False, unprocessed=True)
+
+
+def test_an_inbound_connection_is_suspect_in_a_burst_or_after_many_early_resets() -> None:
+    from cwndproxy.proxy.app import BURST_STREAMS, InboundConnection
+
+    assert not InboundConnection(active=BURST_STREAMS, requests=1000).suspect
+    assert InboundConnection(active=BURST_STREAMS + 1).suspect
+    # Resets count only when they are many and at least half of what the client asked.
+    many = BURST_STREAMS + 1
+    assert InboundConnection(requests=2 * many, early_resets=many).suspect
+    assert not InboundConnection(requests=10 * many, early_resets=many).suspect
+    assert not InboundConnection(requests=BURST_STREAMS, early_resets=BURST_STREAMS).suspect

@@ -45,6 +45,31 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+# Rapid reset: on an inbound HTTP/2 connection with more requests than this in progress at
+# once, or whose client reset more than this many streams before their answer (and at least
+# half of its requests), each new request waits up to RESET_WAIT to see whether its client
+# reset it before it is forwarded. Well-behaved connections never wait.
+BURST_STREAMS = 16
+RESET_WAIT = 0.005
+# Inbound connections remembered for that (least recently used ones are forgotten).
+INBOUND_TRACKED = 4096
+
+
+@dataclass
+class InboundConnection:
+    """What the app knows of one inbound connection, from the requests it carried."""
+
+    active: int = 0
+    requests: int = 0
+    # Requests whose client left (an HTTP/2 RST_STREAM) before the response started.
+    early_resets: int = 0
+
+    @property
+    def suspect(self) -> bool:
+        resets = self.early_resets > BURST_STREAMS and 2 * self.early_resets >= self.requests
+        return self.active > BURST_STREAMS or resets
+
+
 # A request body up to this size is kept so that a failed attempt can be replayed.
 REPLAY_LIMIT = 1024 * 1024
 # Attempts for a request the upstream proved it never processed (REFUSED_STREAM, above a
@@ -160,6 +185,8 @@ class ForwardingApp:
         self.pool = pool
         self.settings = settings or ForwardingSettings()
         self.in_flight = 0
+        # Requests in progress per inbound connection (client and server address pair).
+        self._inbound: dict[tuple[Any, Any], InboundConnection] = {}
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -182,14 +209,32 @@ class ForwardingApp:
             return
         self.in_flight += 1
         self._idle.clear()
+        inbound = self._inbound_of(scope)
+        inbound.active += 1
+        inbound.requests += 1
         try:
-            await self._handle(scope, receive, send)
+            await self._handle(scope, receive, send, inbound)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+            inbound.active -= 1
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _inbound_of(self, scope: Scope) -> InboundConnection:
+        key = _connection_key(scope)
+        inbound = self._inbound.pop(key, None) or InboundConnection()
+        self._inbound[key] = inbound  # most recent last
+        if len(self._inbound) > INBOUND_TRACKED:
+            # Forget the least recent idle connection (bounded memory whatever the clients).
+            for old_key, old in self._inbound.items():
+                if old.active == 0 and old_key != key:
+                    del self._inbound[old_key]
+                    break
+        return inbound
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, connection: InboundConnection
+    ) -> None:
         method: str = scope["method"]
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         inbound: list[tuple[bytes, bytes]] = list(scope["headers"])
@@ -242,7 +287,37 @@ class ForwardingApp:
             # gets the 400 it earned; a client really gone gets nothing either way.
             await _error(send, 400, "request body malformed or cut short", close=True)
             return
+        watch: ClientWatch | None = None
+        if body.complete:
+            watch = ClientWatch(receive, body)
+            if scope.get("http_version") == "2" and await watch.left_before_forwarding(
+                burst=connection.suspect
+            ):
+                connection.early_resets += 1
+                await watch.aclose()
+                return
+        try:
+            await self._forward(
+                method, path, authority, headers, body, watch, send, receive, trailers_ok
+            )
+        finally:
+            if watch is not None:
+                if watch.left.is_set() and not watch.answered:
+                    connection.early_resets += 1
+                await watch.aclose()
 
+    async def _forward(
+        self,
+        method: str,
+        path: str,
+        authority: str,
+        headers: list[tuple[bytes, bytes]],
+        body: RequestBody,
+        watch: ClientWatch | None,
+        send: Send,
+        receive: Receive,
+        trailers_ok: bool,
+    ) -> None:
         # Sessions, not slots, that had a go: a slot whose session was replaced (GOAWAY) is
         # a fresh connection and a fine place for the retry.
         tried: set[H2Session] = set()
@@ -277,7 +352,7 @@ class ForwardingApp:
                 # this stream, at worst for the whole connection.
                 await _error(send, 431, f"headers larger than the upstream accepts ({limit})")
                 return
-            exchange = _Exchange(self, slot, session, method, path, authority, headers, body)
+            exchange = _Exchange(self, slot, session, method, path, authority, headers, body, watch)
             try:
                 await exchange.run(send, receive, trailers_ok)
                 return
@@ -333,8 +408,10 @@ class _Exchange:
         authority: str,
         headers: list[tuple[bytes, bytes]],
         body: RequestBody,
+        watch: ClientWatch | None,
     ) -> None:
         self.app = app
+        self.watch = watch
         self.slot = slot
         self.session = session
         self.method = method
@@ -356,8 +433,10 @@ class _Exchange:
             authority=self.authority,
         )
         self.stream = stream
+        if self.watch is not None:
+            self.watch.stream = stream
         pump: asyncio.Task[None] | None = None
-        watcher: asyncio.Task[None] | None = None
+        watcher: ClientWatch | None = None
         try:
             if not self.body.empty:
                 pump = asyncio.get_running_loop().create_task(self._pump_body(stream))
@@ -372,8 +451,10 @@ class _Exchange:
                 raise
             if _client_left(pump):
                 raise _pump_error(pump)
-            if self.body.complete and (pump is None or pump.done()):
-                watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream))
+            if self.watch is None and self.body.complete and (pump is None or pump.done()):
+                # A streamed body is complete now: from here on, watch for the client leaving.
+                watcher = ClientWatch(receive, self.body)
+                watcher.stream = stream
             await self._relay_response(send, stream, response, trailers_ok)
             if pump is not None and not pump.done():
                 # The upstream answered before taking the whole body (e.g. an early 4xx).
@@ -383,15 +464,15 @@ class _Exchange:
             stream.cancel()
             raise
         finally:
-            for task in (pump, watcher):
-                if task is None:
-                    continue
-                if not task.done():
-                    task.cancel()
+            if watcher is not None:
+                await watcher.aclose()
+            if pump is not None:
+                if not pump.done():
+                    pump.cancel()
                 # Collect every outcome: an exception nobody retrieves is logged by asyncio
                 # as a bug ("Task exception was never retrieved").
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                    await pump
 
     async def _pump_body(self, stream: UpstreamStream) -> None:
         try:
@@ -424,6 +505,8 @@ class _Exchange:
         if want_trailers:
             start["trailers"] = True
         self.response_started = True
+        if self.watch is not None:
+            self.watch.answered = True
         await _send_within(send, start, write_timeout)
         chunk = first
         while chunk:
@@ -473,12 +556,57 @@ def _pump_error(pump: asyncio.Task[None] | None) -> BaseException:
     return exc if exc is not None else ClientGone()
 
 
-async def _watch_disconnect(receive: Receive, stream: UpstreamStream) -> None:
-    """After the request body is done, the next ASGI message can only be a disconnect: then
-    the upstream stream is cancelled so the upstream stops sending."""
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        stream.cancel()
+def _connection_key(scope: Scope) -> tuple[Any, Any]:
+    client, server = scope.get("client"), scope.get("server")
+    return (tuple(client) if client else None, tuple(server) if server else None)
+
+
+class ClientWatch:
+    """Once the request body is complete, the next ASGI message can only be a disconnect
+    (an HTTP/2 client's RST_STREAM arrives as one too). It is awaited for the rest of the
+    request: the upstream stream of the moment is cancelled, so the upstream stops working
+    for nobody, and a request whose client left before it was forwarded is never sent."""
+
+    def __init__(self, receive: Receive, body: RequestBody) -> None:
+        self.stream: UpstreamStream | None = None
+        self.left = asyncio.Event()
+        # Whether the response started before the client left.
+        self.answered = False
+        self._body = body
+        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        try:
+            message = await receive()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the server has nothing more for this request: the same
+            message = {"type": "http.disconnect"}
+        if message["type"] == "http.disconnect":
+            self._body.disconnected = True
+            self.left.set()
+            if self.stream is not None:
+                self.stream.cancel()
+
+    async def left_before_forwarding(self, *, burst: bool) -> bool:
+        """Rapid reset (CVE-2023-44487): HEADERS and RST_STREAM arrive together, and a
+        stream the client reset must not become an upstream stream, or a flood of them
+        becomes a flood of upstream work at no cost to the client. hypercorn queues the
+        disconnect right behind the request: one turn of the loop shows it. granian
+        delivers it from its own thread ~1.5 ms later, so during a burst of new streams
+        on one connection (more than BURST_STREAMS at once) each waits up to
+        RESET_WAIT for it; a lone request never waits."""
+        await asyncio.sleep(0)
+        if burst and not self.left.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESET_WAIT):
+                    await self.left.wait()
+        return self.left.is_set()
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
 
 
 async def _fail(
