@@ -10,8 +10,10 @@ Endpoints:
 - ``/status/N``: an empty response with status N (``?retry-after=S`` adds Retry-After).
 - ``/trailers``: a small body followed by trailers (grpc-status, x-checksum).
 - ``/slow?delay_ms=D``: answers after D ms.
-- ``/reset``: resets the stream (RST_STREAM INTERNAL_ERROR) without answering.
-- ``/goaway``: answers 200, then sends GOAWAY (a graceful server restart).
+- ``/reset``: resets the stream (RST_STREAM INTERNAL_ERROR) without answering; with
+  ``?after=N``, after the headers and N bytes of body.
+- ``/goaway``: answers 200, then sends GOAWAY (a graceful server restart); with
+  ``?after=N``, a crash instead: headers and N bytes, GOAWAY(INTERNAL_ERROR), close.
 
 It is our own h2 server rather than a generic ASGI one because the warm-up work needs full
 control: large receive windows for the upload sink (hypercorn acknowledges with 64 KiB
@@ -393,11 +395,28 @@ async def _slow(p: OriginProtocol, req: _Request) -> None:
 
 
 async def _reset(p: OriginProtocol, req: _Request) -> None:
+    after = req.qint("after", -1)
+    if after >= 0:  # mid-response: headers and ``after`` bytes first
+        p.respond(req, 200, [(b"content-type", b"application/octet-stream")], end_stream=False)
+        await p.send_body(req, b"r" * after, end_stream=False)
     p.conn.reset_stream(req.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
     p.flush()
 
 
 async def _goaway(p: OriginProtocol, req: _Request) -> None:
+    after = req.qint("after", -1)
+    if after >= 0:
+        # A crash mid-response: headers and ``after`` bytes, then GOAWAY(INTERNAL_ERROR)
+        # and the connection closed under every stream on it.
+        p.respond(req, 200, [(b"content-type", b"application/octet-stream")], end_stream=False)
+        await p.send_body(req, b"g" * after, end_stream=False)
+        p.conn.send_goaway(
+            error_code=h2.errors.ErrorCodes.INTERNAL_ERROR, last_stream_id=req.stream_id
+        )
+        p.flush()
+        if p.transport is not None:
+            p.transport.close()
+        return
     p.respond(req, 200, [(b"content-type", b"text/plain")], end_stream=False)
     await p.send_body(req, b"goodbye\n", end_stream=True)
     p.conn.send_goaway(last_stream_id=req.stream_id)
