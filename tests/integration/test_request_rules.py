@@ -45,6 +45,11 @@ CASES = {
         b"zz\r\nhello\r\n0\r\n\r\n",
         {400},
     ),
+    "obs-fold": (b"GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", {400}),
+    "bare LF": (b"GET /echo HTTP/1.1\nHost: x\nX-A: a\n\n", {400}),
+    "space in a header name": (b"GET /echo HTTP/1.1\r\nHost: x\r\nX A: a\r\n\r\n", {400}),
+    "space before the colon": (b"GET /echo HTTP/1.1\r\nHost: x\r\nX-A : a\r\n\r\n", {400}),
+    "NUL in a value": (b"GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", {400}),
     "no Host": (b"GET /echo HTTP/1.1\r\n\r\n", {400}),
     "two Hosts": (b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", {400}),
     "bad Host": (b"GET /echo HTTP/1.1\r\nHost: a b/c\r\n\r\n", {400}),
@@ -62,6 +67,11 @@ CASES = {
 
 
 GRANIAN_RESOLVES = {"CL.TE", "TE.CL"}
+# RFC 9112 lets a server accept these instead of answering 400: a bare LF as a line end
+# (section 2.2), an obs-fold replaced by spaces (section 5.2). Both servers' parsers do so,
+# and the app only sees the parsed fields, so it cannot tell. No smuggling follows: the
+# request goes upstream re-framed as one HTTP/2 stream, with the clean value.
+LENIENT = {("bare LF", "granian"), ("bare LF", "hypercorn"), ("obs-fold", "hypercorn")}
 
 
 async def _status_of(port: int, raw: bytes) -> int:
@@ -88,7 +98,12 @@ async def test_a_bad_request_never_reaches_the_upstream(
         raw, statuses = CASES[case]
         status = await _status_of(config.server.port, raw)
         await asyncio.sleep(0.1)
-        if server == "granian" and case in GRANIAN_RESOLVES:
+        if (case, server) in LENIENT:
+            assert status in {200, 400}
+            assert len(origin.request_log) <= 1
+            for r in origin.request_log:
+                assert r.header(b"x-a") in ("a", "a b"), r.header(b"x-a")
+        elif server == "granian" and case in GRANIAN_RESOLVES:
             # hyper resolves CL+TE as RFC 9112 section 6.3 prescribes (Transfer-Encoding
             # wins, Content-Length is dropped) before the app sees the request: what goes
             # upstream is framed one way only, as its own HTTP/2 stream.
