@@ -75,6 +75,12 @@ async def test_a_slow_reader_is_flow_controlled_not_buffered(
                     rss_max = max(rss_max, rss_mb())
         finally:
             writer.close()
+        rate = read / (time.monotonic() - start) / 1e6
+        print(
+            f"\n{server}: {read / MIB:.0f} MiB read at {rate:.1f} MB/s; upstream at most "
+            f"{ahead_max / MIB:.1f} MiB ahead of the client; RSS {base_rss:.0f} -> peak "
+            f"{rss_max:.0f} MB"
+        )
         # What the upstream sent beyond what the client took: the session's 16 MiB stream
         # window plus socket buffers, not the body.
         assert ahead_max < 40 * MIB, f"{ahead_max / MIB:.0f} MiB ahead of the client"
