@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             config = validate(load_file(args.file))
-            sys.stdout.write(to_toml(config))
+            sys.stdout.write(to_toml(config, redact=True))
             sys.stdout.write(
                 f"# derived: per_connection_target_bps = {config.per_connection_target_bps}\n"
             )

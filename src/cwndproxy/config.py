@@ -8,8 +8,10 @@ Every validation error names the key and what is allowed, e.g.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
+import ssl
 import tomllib
 import types
 import typing
@@ -32,7 +34,9 @@ class ConfigError(Exception):
 
 @dataclass
 class TargetConfig:
-    host: str = "127.0.0.1"
+    # The upstream's host name or address; no default: there is no sensible upstream to
+    # guess (``demo`` sets its own origin).
+    host: str = ""
     port: int = 8443
     protocol: str = "http2"
     tls: bool = True
@@ -294,6 +298,50 @@ def parse_host_port(value: str, flag: str) -> tuple[str, int]:
     return host, port
 
 
+def _check_host(host: str) -> None:
+    """A host name or an IP address, nothing else: a URL here would be dialled as a name."""
+    with_brackets = host.startswith("[") and host.endswith("]")
+    try:
+        ipaddress.ip_address(host.strip("[]") if with_brackets else host)
+        return
+    except ValueError:
+        pass
+    if "://" in host or "/" in host:
+        raise ConfigError(
+            f"target.host = {host!r} must be a host name or address, not a URL (the port goes "
+            "in target.port, TLS in target.tls; --upstream takes a URL)"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\.?", host):
+        raise ConfigError(
+            f"target.host = {host!r} is not a host name or address"
+            + (" (the port goes in target.port)" if ":" in host else "")
+        )
+
+
+def _check_ca_file(path: str) -> None:
+    """The CA file must load as certificates now, not when the first dial fails."""
+    if not Path(path).is_file():
+        raise ConfigError(f"target.tls_ca_file = {path!r}: file not found")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"target.tls_ca_file = {path!r}: not a PEM certificate file ({exc})"
+        ) from None
+
+
+def _check_cert_and_key(cert: str, key: str) -> None:
+    """The inbound certificate and key must load and belong together."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"server.tls_cert_file = {cert!r} and server.tls_key_file = {key!r} do not load "
+            f"as a certificate and its private key ({exc})"
+        ) from None
+
+
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f'{key} = "{value}" is not allowed (allowed: {", ".join(allowed)})')
@@ -308,12 +356,16 @@ def validate(config: Config) -> Config:
     """Raise ConfigError for the first problem found; return the config unchanged."""
     t, p, s, u = config.target, config.pool, config.server, config.ui
     if not t.host:
-        raise ConfigError("target.host must not be empty")
+        raise ConfigError(
+            "target.host is not set: name the upstream (target.host and target.port in the "
+            "config file, or --upstream https://HOST:PORT)"
+        )
+    _check_host(t.host)
     if not 1 <= t.port <= 65535:
         raise ConfigError(f"target.port = {t.port} must be 1-65535")
     _one_of("target.protocol", t.protocol, ("http2",))
-    if t.tls_ca_file and not Path(t.tls_ca_file).is_file():
-        raise ConfigError(f"target.tls_ca_file = {t.tls_ca_file!r}: file not found")
+    if t.tls_ca_file:
+        _check_ca_file(t.tls_ca_file)
     if (t.tls_insecure_skip_verify or t.tls_ca_file or t.tls_server_name) and not t.tls:
         raise ConfigError(
             "target.tls_insecure_skip_verify, tls_ca_file and tls_server_name "
@@ -391,6 +443,15 @@ def validate(config: Config) -> Config:
         value = getattr(s, key)
         if value and not Path(value).is_file():
             raise ConfigError(f"server.{key} = {value!r}: file not found")
+    if s.tls_cert_file and s.tls_key_file:
+        _check_cert_and_key(s.tls_cert_file, s.tls_key_file)
+    try:
+        ipaddress.ip_address(s.host)
+    except ValueError:
+        raise ConfigError(
+            f"server.host = {s.host!r} must be an IP address to listen on "
+            "(e.g. 127.0.0.1, 0.0.0.0 or ::)"
+        ) from None
     for key in ("read_timeout_ms", "write_timeout_ms", "idle_timeout_ms", "max_connections"):
         _positive(f"server.{key}", getattr(s, key))
     _positive("server.shutdown_grace_ms", s.shutdown_grace_ms, zero_ok=True)
@@ -410,8 +471,12 @@ def validate(config: Config) -> Config:
     return config
 
 
-def to_toml(config: Config) -> str:
-    """The effective configuration as TOML (for ``check-config``)."""
+REDACTED = "<redacted>"
+
+
+def to_toml(config: Config, *, redact: bool = False) -> str:
+    """The effective configuration as TOML (for ``check-config``). ``redact`` hides the
+    values of pool.warm_up_headers: they usually carry credentials (Authorization)."""
     lines: list[str] = []
     for section, values in config.to_dict().items():
         lines.append(f"[{section}]")
@@ -424,7 +489,10 @@ def to_toml(config: Config) -> str:
             else:
                 lines.append(f"{key} = {_toml_value(value)}")
         for key, table in tables:
-            inner = ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in table.items())
+            inner = ", ".join(
+                f"{_toml_value(k)} = {_toml_value(REDACTED if redact else v)}"
+                for k, v in table.items()
+            )
             lines.append(f"{key} = {{ {inner} }}")
         lines.append("")
     return "\n".join(lines)

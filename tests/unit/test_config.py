@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trustme
 
 from cwndproxy.cli import build_parser, config_from_args
 from cwndproxy.config import (
@@ -17,6 +18,12 @@ from cwndproxy.config import (
 )
 
 
+def _config() -> Config:
+    config = Config()
+    config.target.host = "origin.example"
+    return config
+
+
 def _load(tmp_path: Path, text: str) -> Config:
     path = tmp_path / "c.toml"
     path.write_text(text)
@@ -26,7 +33,7 @@ def _load(tmp_path: Path, text: str) -> Config:
 def test_defaults_validate_without_a_warm_up_path() -> None:
     # auto holds what real traffic grows when it has nothing to grow with, so a bare
     # upstream is a complete configuration.
-    config = Config()
+    config = _config()
     validate(config)
     assert config.pool.strategy == "auto"
     assert config.pool.pool_size == 4
@@ -37,7 +44,7 @@ def test_defaults_validate_without_a_warm_up_path() -> None:
 
 
 def test_burst_needs_a_path_and_splits_the_bandwidth() -> None:
-    config = Config()
+    config = _config()
     config.pool.strategy = "burst"
     with pytest.raises(ConfigError, match=r"needs pool\.warm_up_download_path"):
         validate(config)
@@ -49,7 +56,7 @@ def test_burst_needs_a_path_and_splits_the_bandwidth() -> None:
 
 
 def test_derived_target_floors() -> None:
-    config = Config()
+    config = _config()
     config.pool.bandwidth_mbps = 10.0
     config.pool.pool_size = 3
     config.pool.warm_up_target = "share"
@@ -104,7 +111,7 @@ def test_missing_file() -> None:
 
 
 def _invalid(**changes: object) -> str:
-    config = Config()
+    config = _config()
     config.pool.warm_up_download_path = "/blob"
     for dotted, value in changes.items():
         section, key = dotted.split("__")
@@ -151,6 +158,11 @@ def _invalid(**changes: object) -> str:
         ({"server__tls_cert_file": "/x.pem"}, "go together"),
         ({"server__read_timeout_ms": 0}, "server.read_timeout_ms"),
         ({"ui__log_format": "xml"}, 'ui.log_format = "xml"'),
+        ({"target__host": ""}, "target.host is not set"),
+        ({"target__host": "https://127.0.0.1/big.bin"}, "not a URL"),
+        ({"target__host": "origin.example:443"}, "the port goes in target.port"),
+        ({"target__host": "bad host"}, "is not a host name or address"),
+        ({"server__host": "my-laptop"}, "server.host = 'my-laptop' must be an IP address"),
     ],
 )
 def test_every_invalid_combination_has_its_message(
@@ -202,7 +214,7 @@ def test_flags_override_file(tmp_path: Path) -> None:
 
 
 def test_effective_config_round_trips(tmp_path: Path) -> None:
-    config = Config()
+    config = _config()
     config.pool.warm_up_headers = {"authorization": 'Bearer "x"'}
     config.pool.warm_up_download_path = "/blob"
     path = tmp_path / "out.toml"
@@ -218,7 +230,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_bad_config_exits_2_with_message_and_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('[pool]\nwarm_up_direction = "upload"\nstrategy = "burst"\n')
+    path.write_text(
+        '[target]\nhost = "origin.example"\n[pool]\nwarm_up_direction = "upload"\n'
+        'strategy = "burst"\n'
+    )
     result = _cli("check-config", str(path))
     assert result.returncode == 2
     assert 'pool.warm_up_direction = "upload" needs pool.warm_up_upload_path' in result.stderr
@@ -227,14 +242,64 @@ def test_bad_config_exits_2_with_message_and_no_traceback(tmp_path: Path) -> Non
 
 def test_check_config_prints_effective_config(tmp_path: Path) -> None:
     path = tmp_path / "ok.toml"
-    path.write_text('[pool]\npool_size = 2\nbandwidth_mbps = 50\nstrategy = "off"\n')
+    path.write_text(
+        '[target]\nhost = "origin.example"\n[pool]\npool_size = 2\nbandwidth_mbps = 50\n'
+        'strategy = "off"\nwarm_up_headers = { authorization = "Bearer s3cret" }\n'
+    )
     result = _cli("check-config", str(path))
     assert result.returncode == 0, result.stderr
     assert "pool_size = 2" in result.stdout
     assert "per_connection_target_bps = 50000000" in result.stdout
+    # Credentials in warm-up headers are not printed.
+    assert 'warm_up_headers = { "authorization" = "<redacted>" }' in result.stdout
+    assert "s3cret" not in result.stdout
 
 
 def test_run_without_upstream_is_a_clear_error() -> None:
     result = _cli("run")
     assert result.returncode == 2
     assert "needs --upstream" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["origin.example", "127.0.0.1", "::1", "[::1]", "a-b.example."])
+def test_good_upstream_hosts(host: str) -> None:
+    config = _config()
+    config.target.host = host
+    validate(config)
+
+
+def test_a_ca_file_that_is_not_a_certificate_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    config = _config()
+    config.target.tls_ca_file = str(bad)
+    with pytest.raises(ConfigError, match=r"target\.tls_ca_file = .*not a PEM certificate"):
+        validate(config)
+
+
+def test_inbound_certificate_and_key_must_load_and_match(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    one, other = ca.issue_cert("localhost"), ca.issue_cert("localhost")
+    cert, key, wrong_key = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "w.pem"
+    one.cert_chain_pems[0].write_to_path(str(cert))
+    one.private_key_pem.write_to_path(str(key))
+    other.private_key_pem.write_to_path(str(wrong_key))
+    config = _config()
+    config.server.inbound_tls = True
+    config.server.tls_cert_file, config.server.tls_key_file = str(cert), str(key)
+    validate(config)
+    config.server.tls_key_file = str(wrong_key)
+    with pytest.raises(ConfigError, match=r"server\.tls_cert_file = .* do not load"):
+        validate(config)
+    config.server.tls_cert_file = config.server.tls_key_file = str(key)
+    with pytest.raises(ConfigError, match=r"server\.tls_cert_file"):
+        validate(config)
+
+
+def test_check_config_names_a_missing_upstream(tmp_path: Path) -> None:
+    path = tmp_path / "empty.toml"
+    path.write_text("[pool]\npool_size = 2\n")
+    result = _cli("check-config", str(path))
+    assert result.returncode == 2
+    assert "target.host is not set" in result.stderr
+    assert "Traceback" not in result.stderr
