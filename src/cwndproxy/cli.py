@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
     from cwndproxy.dashboard import run_headless, run_tui
-    from cwndproxy.service import ProxyService, wait_for_signal
+    from cwndproxy.service import ListenError, ProxyService, wait_for_signal
 
     if config.target.tls_insecure_skip_verify:
         log.warning(
@@ -356,14 +356,9 @@ async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
     service = ProxyService(config)
     try:
         await service.start()
-    except OSError as exc:
-        log.error(
-            "cannot listen on %s:%d: %s",
-            config.server.host,
-            config.server.port,
-            exc.strerror or exc,
-        )
-        await service.pool.close()
+    except ListenError as exc:
+        log.error("%s", exc)
+        await service.stop()
         return 1
     log.info(
         "proxy listening on %s -> upstream %s (pool of %d, strategy %s)",

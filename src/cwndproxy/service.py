@@ -38,6 +38,15 @@ def upstream_target(config: Config) -> UpstreamTarget:
     )
 
 
+class ListenError(Exception):
+    """A listening socket could not be opened; says which one (proxy or admin) and where."""
+
+    def __init__(self, role: str, address: str, exc: OSError) -> None:
+        super().__init__(f"cannot listen on {address} ({role}): {exc.strerror or exc}")
+        self.role = role
+        self.address = address
+
+
 class ProxyService:
     def __init__(self, config: Config) -> None:
         perf.apply()
@@ -151,10 +160,17 @@ class ProxyService:
         self.pool.start()
         self.monitor.start()
         if self.admin is not None:
-            await self.admin.start()
+            try:
+                await self.admin.start()
+            except OSError as exc:
+                raise ListenError("admin", self.config.server.admin or "", exc) from exc
         if wait_ready > 0:
             await self.pool.wait_settled(wait_ready)
-        await self.server.start()
+        try:
+            await self.server.start()
+        except OSError as exc:
+            s = self.config.server
+            raise ListenError("proxy", f"{s.host}:{s.port}", exc) from exc
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish within the grace period, then

@@ -105,9 +105,14 @@ async def test_run_proxies_on_either_event_loop_and_exits_0_on_sigterm(loop: str
         assert origin.stats.connections == 3, err
 
 
-async def test_port_in_use_is_a_clear_error() -> None:
+@pytest.mark.parametrize("role", ["proxy", "admin"])
+async def test_port_in_use_is_a_clear_error(role: str) -> None:
+    """The message names the address that is taken, and whether it is the proxy's or the
+    admin listener's."""
     port = free_port()
     blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
+    taken = f"127.0.0.1:{port}"
+    free = f"127.0.0.1:{free_port()}"
     try:
         proc = await start(
             "run",
@@ -117,7 +122,9 @@ async def test_port_in_use_is_a_clear_error() -> None:
             "--upstream",
             "http://127.0.0.1:9",
             "--listen",
-            f"127.0.0.1:{port}",
+            taken if role == "proxy" else free,
+            "--admin",
+            taken if role == "admin" else f"127.0.0.1:{free_port()}",
         )
         try:
             async with asyncio.timeout(30):
@@ -127,7 +134,7 @@ async def test_port_in_use_is_a_clear_error() -> None:
                 proc.kill()
                 await proc.wait()
         assert proc.returncode == 1
-        assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+        assert f"cannot listen on {taken} ({role})" in err.decode()
         assert "Traceback" not in err.decode()
     finally:
         blocker.close()
