@@ -146,8 +146,13 @@ class AdminServer:
                 while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                     pass
             parts = request.decode("latin-1").split()
+            method = parts[0] if parts else ""
             path = parts[1].split("?")[0] if len(parts) >= 2 else ""
-            if path == "/metrics":
+            extra = ""
+            if path in ("/metrics", "/healthz") and method not in ("GET", "HEAD"):
+                status, ctype, body = 405, "text/plain", b"method not allowed: GET or HEAD\n"
+                extra = "Allow: GET, HEAD\r\n"
+            elif path == "/metrics":
                 status, ctype, body = (
                     200,
                     "text/plain; version=0.0.4",
@@ -158,11 +163,16 @@ class AdminServer:
                 ctype = "application/json"
             else:
                 status, ctype, body = 404, "text/plain", b"not found: try /metrics or /healthz\n"
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+            reason = {
+                200: "OK",
+                404: "Not Found",
+                405: "Method Not Allowed",
+                503: "Service Unavailable",
+            }[status]
             writer.write(
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n{extra}"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
+                + (b"" if method == "HEAD" else body)
             )
             await writer.drain()
         writer.close()

@@ -47,6 +47,15 @@ async def test_metrics_parse_and_healthz_follows_the_upstream(make_proxy: ProxyF
         base = f"http://127.0.0.1:{proxy.admin.port}"
         status, body = await get(f"{base}/healthz")
         assert status == 200 and json.loads(body)["ready_sessions"] == 2
+        # Read-only endpoints: other methods get 405 with Allow; HEAD gets no body.
+        for path in ("/metrics", "/healthz"):
+            result = await run(
+                require_tool("curl"), "-s", "-i", "-X", "POST", "-d", "x", f"{base}{path}"
+            )
+            assert result.stdout.startswith(b"HTTP/1.1 405"), result.stdout[:80]
+            assert b"Allow: GET, HEAD" in result.stdout
+        result = await run(require_tool("curl"), "-s", "-I", f"{base}/healthz")
+        assert result.stdout.startswith(b"HTTP/1.1 200") and result.stdout.endswith(b"\r\n\r\n")
         result = await run(
             require_tool("curl"),
             "-s",
