@@ -9,16 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
+import platform
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from cwndproxy.monitor import Monitor
     from cwndproxy.service import ProxyService
 
 STATES = (
@@ -35,28 +47,36 @@ STATES = (
 
 
 class PoolCollector(Collector):
-    def __init__(self, service: ProxyService, monitor: Monitor) -> None:
+    def __init__(self, service: ProxyService) -> None:
         self.service = service
-        self.monitor = monitor
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         pool = self.service.pool
+        yield from self._client_metrics()
         bytes_total = CounterMetricFamily(
-            "cwnd_proxy_bytes",
-            "DATA payload bytes per session, kind and direction",
+            "cwnd_proxy_upstream_bytes",
+            "DATA payload bytes per upstream session, traffic kind (real: forwarded; dummy: "
+            "warm-up) and direction (tx: to the upstream)",
             labels=["session", "kind", "direction"],
         )
-        requests = CounterMetricFamily(
-            "cwnd_proxy_requests", "Real requests per session", labels=["session"]
+        attempts = CounterMetricFamily(
+            "cwnd_proxy_upstream_requests",
+            "Upstream request attempts of client requests per session (a retried client "
+            "request counts once per attempt; warm-up requests are not counted)",
+            labels=["session"],
         )
         errors = CounterMetricFamily(
-            "cwnd_proxy_errors", "Failed real requests", labels=["session"]
+            "cwnd_proxy_upstream_errors", "Failed upstream attempts", labels=["session"]
         )
         retries = CounterMetricFamily(
-            "cwnd_proxy_retries", "Retried real requests", labels=["session"]
+            "cwnd_proxy_upstream_retries",
+            "Attempts retried on another session",
+            labels=["session"],
         )
         reconnects = CounterMetricFamily(
-            "cwnd_proxy_reconnects", "Upstream reconnects", labels=["session"]
+            "cwnd_proxy_upstream_reconnects",
+            "Upstream connections replaced (GOAWAY, loss, retired at the stream limit)",
+            labels=["session"],
         )
         state = GaugeMetricFamily(
             "cwnd_proxy_session_state",
@@ -66,19 +86,16 @@ class PoolCollector(Collector):
         rtt = GaugeMetricFamily(
             "cwnd_proxy_rtt_seconds", "HTTP/2 PING round-trip time", labels=["session"]
         )
-        rate = GaugeMetricFamily(
-            "cwnd_proxy_rate_bits_per_second",
-            "Rate over the last 10 s",
-            labels=["session", "direction"],
+        streams = GaugeMetricFamily(
+            "cwnd_proxy_upstream_streams", "Open upstream streams", labels=["session"]
         )
-        streams = GaugeMetricFamily("cwnd_proxy_active_streams", "Open streams", labels=["session"])
-        for slot, window in zip(pool.slots, self.monitor.slots, strict=True):
+        for slot in pool.slots:
             sid = str(slot.index)
             c = slot.counters
             for kind, tx, rx in (("real", c.real_tx, c.real_rx), ("dummy", c.dummy_tx, c.dummy_rx)):
                 bytes_total.add_metric([sid, kind, "tx"], tx)
                 bytes_total.add_metric([sid, kind, "rx"], rx)
-            requests.add_metric([sid], c.requests)
+            attempts.add_metric([sid], c.requests)
             errors.add_metric([sid], c.errors)
             retries.add_metric([sid], c.retries)
             reconnects.add_metric([sid], slot.reconnects)
@@ -90,33 +107,75 @@ class PoolCollector(Collector):
             session = slot.session
             if session is not None and session.rtt is not None:
                 rtt.add_metric([sid], session.rtt)
-            real_tx, real_rx, dummy_tx, dummy_rx = window.rate()
-            rate.add_metric([sid, "tx"], (real_tx + dummy_tx) * 8)
-            rate.add_metric([sid, "rx"], (real_rx + dummy_rx) * 8)
             streams.add_metric([sid], session.active_streams if session is not None else 0)
         ready = GaugeMetricFamily("cwnd_proxy_sessions_ready", "Sessions ready for requests")
         ready.add_metric([], pool.ready_count)
-        yield from (
-            bytes_total,
-            requests,
-            errors,
-            retries,
-            reconnects,
-            state,
-            rtt,
-            rate,
-            streams,
-            ready,
+        build = GaugeMetricFamily(
+            "cwnd_proxy_build_info",
+            "Always 1; the version and runtime as labels",
+            labels=["version", "python", "inbound_server", "strategy"],
         )
+        config = self.service.config
+        build.add_metric(
+            [
+                _version(),
+                platform.python_version(),
+                config.server.inbound_server,
+                config.pool.strategy,
+            ],
+            1.0,
+        )
+        # No rate gauges: rates are rate() over the byte counters, at the resolution the
+        # user chooses.
+        yield from (bytes_total, attempts, errors, retries, reconnects, state, rtt, streams)
+        yield from (ready, build)
+
+    def _client_metrics(self) -> Iterator[Metric]:
+        stats = self.service.app.client_stats
+        requests = CounterMetricFamily(
+            "cwnd_proxy_client_requests",
+            "Client requests answered, by status class (none: the client left or the "
+            "connection broke before any answer)",
+            labels=["code"],
+        )
+        for code, count in sorted(stats.by_class.items()):
+            requests.add_metric([code], count)
+        yield requests
+        for name, help_text, hist in (
+            (
+                "cwnd_proxy_client_response_headers_seconds",
+                "From a client request's arrival to its response headers going out",
+                stats.first_byte,
+            ),
+            (
+                "cwnd_proxy_client_request_duration_seconds",
+                "From a client request's arrival to the end of its response",
+                stats.duration,
+            ),
+        ):
+            family = HistogramMetricFamily(name, help_text)
+            family.add_metric([], hist.cumulative(), sum_value=hist.total)
+            yield family
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("cwnd-warm-up-proxy")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class AdminServer:
-    def __init__(self, service: ProxyService, monitor: Monitor, host: str, port: int) -> None:
+    def __init__(self, service: ProxyService, host: str, port: int) -> None:
         self.service = service
         self.host = host
         self.port = port
         self.registry = CollectorRegistry()
-        self.registry.register(PoolCollector(service, monitor))
+        self.registry.register(PoolCollector(service))
+        # The standard process and runtime metrics (CPU, memory, file descriptors, GC).
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:

@@ -120,7 +120,7 @@ class ProxyService:
         self.admin: AdminServer | None = None
         if s.admin:
             host, port = parse_host_port(s.admin, "server.admin")
-            self.admin = AdminServer(self, self.monitor, host, port)
+            self.admin = AdminServer(self, host, port)
         # Real traffic anywhere in the pool pauses grows everywhere; one session grows at a time.
         self.warmup = WarmupCoordinator()
         if p.strategy != "off":

@@ -69,7 +69,7 @@ async def test_metrics_parse_and_healthz_follows_the_upstream(make_proxy: ProxyF
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
         rx = sum(
             s.value
-            for s in families["cwnd_proxy_bytes"].samples
+            for s in families["cwnd_proxy_upstream_bytes"].samples
             if s.labels.get("kind") == "real"
             and s.labels.get("direction") == "rx"
             and s.name.endswith("_total")
@@ -81,6 +81,36 @@ async def test_metrics_parse_and_healthz_follows_the_upstream(make_proxy: ProxyF
         }
         ready = families["cwnd_proxy_sessions_ready"].samples[0].value
         assert ready == 2
+        # Client requests and upstream attempts are counted apart: a GET the upstream
+        # resets is one client request (a 502) and two upstream attempts (one retry).
+        result = await run(
+            require_tool("curl"), "-s", f"http://127.0.0.1:{config.server.port}/reset"
+        )
+        assert result.code == 0
+        status, body = await get(f"{base}/metrics")
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+        def value(family: str, name: str, **labels: str) -> float:
+            return sum(
+                s.value
+                for s in families[family].samples
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            )
+
+        client = "cwnd_proxy_client_requests"
+        assert value(client, f"{client}_total", code="2xx") == 1
+        assert value(client, f"{client}_total", code="5xx") == 1
+        upstream = "cwnd_proxy_upstream_requests"
+        assert value(upstream, f"{upstream}_total") == 3
+        assert value("cwnd_proxy_upstream_errors", "cwnd_proxy_upstream_errors_total") == 2
+        duration = "cwnd_proxy_client_request_duration_seconds"
+        assert value(duration, f"{duration}_count") == 2
+        assert value(duration, f"{duration}_bucket", le="+Inf") == 2
+        headers = "cwnd_proxy_client_response_headers_seconds"
+        assert value(headers, f"{headers}_count") == 2
+        assert value("cwnd_proxy_build_info", "cwnd_proxy_build_info", strategy="off") == 1
+        assert "process_resident_memory_bytes" in families
+        assert not any(name.endswith("bits_per_second") for name in families)
 
         origin.close_connections()
         await origin.stop()

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cwndproxy.metrics import TrafficKind
+from cwndproxy.metrics import ClientRequestStats, TrafficKind
 from cwndproxy.pool import NoSessionAvailable, Pool, PoolSlot
 from cwndproxy.proxy.headers import (
     downstream_response_headers,
@@ -185,6 +186,7 @@ class ForwardingApp:
         self.pool = pool
         self.settings = settings or ForwardingSettings()
         self.in_flight = 0
+        self.client_stats = ClientRequestStats()
         # Requests in progress per inbound connection (client and server address pair).
         self._inbound: dict[tuple[Any, Any], InboundConnection] = {}
         self._idle = asyncio.Event()
@@ -212,13 +214,16 @@ class ForwardingApp:
         inbound = self._inbound_of(scope)
         inbound.active += 1
         inbound.requests += 1
+        started = time.monotonic()
+        answer = _Answer(send, started)
         try:
-            await self._handle(scope, receive, send, inbound)
+            await self._handle(scope, receive, answer.send, inbound)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
             inbound.active -= 1
+            self.client_stats.record(answer.status, answer.first_byte, time.monotonic() - started)
 
     def _inbound_of(self, scope: Scope) -> InboundConnection:
         key = _connection_key(scope)
@@ -554,6 +559,22 @@ def _pump_error(pump: asyncio.Task[None] | None) -> BaseException:
     assert pump is not None
     exc = pump.exception()
     return exc if exc is not None else ClientGone()
+
+
+class _Answer:
+    """The ASGI send of one request, noting the status and when the headers went out."""
+
+    def __init__(self, send: Send, started: float) -> None:
+        self._send = send
+        self._started = started
+        self.status: int | None = None
+        self.first_byte: float | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.first_byte = time.monotonic() - self._started
+        await self._send(message)
 
 
 def _connection_key(scope: Scope) -> tuple[Any, Any]:
