@@ -223,9 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check-config",
         help="validate a config file and print the effective configuration",
-        description="Validate FILE and print the effective configuration as TOML.",
+        description="Validate FILE and print the effective configuration as TOML (warm-up "
+        "header values redacted); exit 2 naming the key on any problem. --reference prints "
+        "every key with type, default and meaning instead.",
     )
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", nargs="?", help="the TOML config file")
+    check.add_argument(
+        "--reference",
+        action="store_true",
+        help="print the reference of every config key (Markdown) and exit",
+    )
     return parser
 
 
@@ -312,6 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "check-config":
+            if args.reference:
+                from cwndproxy.config_reference import markdown
+
+                sys.stdout.write(markdown())
+                return 0
+            if not args.file:
+                raise ConfigError("check-config needs FILE (or --reference)")
             config = validate(load_file(args.file))
             sys.stdout.write(to_toml(config, redact=True))
             sys.stdout.write(

@@ -303,3 +303,14 @@ def test_check_config_names_a_missing_upstream(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "target.host is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_config_key_is_in_the_reference_and_docs_are_current() -> None:
+    from cwndproxy.config_reference import MEANING, keys, markdown
+
+    names = [key for key, _, _ in keys()]
+    assert [n for n in names if n not in MEANING] == [], "undocumented config keys"
+    assert [n for n in MEANING if n not in names] == [], "documented keys that do not exist"
+    docs = Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md"
+    assert docs.read_text() == markdown(), "docs/CONFIG.md is stale: check-config --reference"
+    assert _cli("check-config", "--reference").stdout == markdown()
