@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
+import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -273,13 +275,40 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (UTC, ISO 8601), level, logger, msg, and the record's
+    ``fields`` (structured data, e.g. the periodic status) merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, separators=(",", ":"), default=str)
+
+
+HUMAN_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+HUMAN_TIME_FORMAT = "%H:%M:%S"
+
+
+def _setup_logging(verbose: bool, fmt: str = "human") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(HUMAN_LOG_FORMAT, HUMAN_TIME_FORMAT))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # h2 and granian are chatty at debug level; keep our own messages readable.
     for name in ("hpack", "h2", "granian", "_granian"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -339,8 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _probe(args)
         if args.command == "testbed":
             return _testbed(args)
-        _setup_logging(args.verbose)
         config = config_from_args(args)
+        _setup_logging(args.verbose, config.ui.log_format)
         if args.command == "demo" and args.wan:
             return _run_demo_wan(args)
         runner = _loop_runner(args.loop)
@@ -382,7 +411,10 @@ async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
         config.pool.strategy,
     )
     if banner:
-        print(banner, flush=True)
+        if config.ui.log_format == "json":
+            log.info("%s", " ".join(banner.split()))  # every line JSON, the banner too
+        else:
+            print(banner, flush=True)
     if service.admin is not None:
         log.info("admin: http://%s:%d/metrics and /healthz", service.admin.host, service.admin.port)
     if config.ui.tui and sys.stdout.isatty():
@@ -392,7 +424,15 @@ async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
         console = Console()
         # Log records go through the live display's console, above the dashboard.
         root = logging.getLogger()
-        root.handlers = [RichHandler(console=console, show_path=False)]
+        # The same time format as the lines before the dashboard started.
+        root.handlers = [
+            RichHandler(
+                console=console,
+                show_path=False,
+                log_time_format=HUMAN_TIME_FORMAT,
+                omit_repeated_times=False,
+            )
+        ]
         view = run_tui(service, service.monitor, console)
     else:
         view = run_headless(service, service.monitor, config.ui.log_format)

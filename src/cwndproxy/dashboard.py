@@ -288,8 +288,16 @@ def log_line(s: Snapshot) -> str:
     )
 
 
+def status_fields(s: Snapshot) -> dict[str, Any]:
+    """The periodic status as structured log fields: the numbers, not the sparkline
+    histories (the dashboard's 10 s of samples would make every line ~2 KB)."""
+    fields = asdict(s)
+    del fields["history_real"], fields["history_dummy"]
+    return fields
+
+
 def json_line(s: Snapshot) -> str:
-    return json.dumps(asdict(s) | {"ts": time.time()}, separators=(",", ":"))
+    return json.dumps(status_fields(s) | {"ts": time.time()}, separators=(",", ":"))
 
 
 async def run_tui(
@@ -311,6 +319,6 @@ async def run_headless(
         await asyncio.sleep(interval)
         snap = snapshot(service, monitor)
         if fmt == "json":
-            print(json_line(snap), flush=True)
+            log.info("status", extra={"fields": status_fields(snap)})
         else:
             log.info("%s", log_line(snap))

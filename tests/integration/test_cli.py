@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sys
@@ -103,6 +104,38 @@ async def test_run_proxies_on_either_event_loop_and_exits_0_on_sigterm(loop: str
         assert code == 0, err
         assert "SIGTERM received" in err and "Traceback" not in err, err
         assert origin.stats.connections == 3, err
+
+
+async def test_json_logs_are_json_from_start_to_stop() -> None:
+    """With --log-format json every line, start-up and shutdown included, is one JSON
+    object with ts, level and msg; the periodic status carries numbers, not sparklines."""
+    port = free_port()
+    async with DemoOrigin("127.0.0.1", 0) as origin:
+        proc = await start(
+            "run",
+            "--no-tui",
+            "--log-format",
+            "json",
+            "--strategy",
+            "off",
+            "--pool-size",
+            "1",
+            "--upstream",
+            origin.url,
+            "--listen",
+            f"127.0.0.1:{port}",
+        )
+        await wait_port(port, proc)
+        await asyncio.sleep(5.5)  # one periodic status line
+        code, out, err = await stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    lines = [json.loads(line) for line in (out + err).splitlines() if line.strip()]
+    assert all({"ts", "level", "msg"} <= set(line) for line in lines), lines
+    messages = [line["msg"] for line in lines]
+    assert any(m.startswith("proxy listening") for m in messages)
+    assert "status" in messages and "stopped" in messages
+    status = next(line for line in lines if line["msg"] == "status")
+    assert status["ready"] == 1 and "history_real" not in status
 
 
 @pytest.mark.parametrize("role", ["proxy", "admin"])
