@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from cwndproxy import __version__
+from cwndproxy import __version__, logs
 from cwndproxy.config import (
     DIRECTIONS,
     LOG_FORMATS,
@@ -26,6 +25,7 @@ from cwndproxy.config import (
     to_toml,
     validate,
 )
+from cwndproxy.logs import setup_logging
 
 log = logging.getLogger("cwndproxy")
 
@@ -121,7 +121,14 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)",
     )
-    g.add_argument("--log-format", choices=LOG_FORMATS, help="headless log format")
+    g.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="log format, human or json (every line)"
+    )
+    g.add_argument(
+        "--access-log",
+        metavar="-|FILE",
+        help="one line per client request to standard output (-) or FILE (default: off)",
+    )
     g.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
@@ -261,6 +268,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("preserve_host", s, "preserve_host"),
         ("log_format", u, "log_format"),
         ("admin", s, "admin"),
+        ("access_log", s, "access_log"),
         ("inbound_server", s, "inbound_server"),
     ):
         value = getattr(args, flag)
@@ -273,45 +281,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.no_tui:
         u.tui = False
     return config
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts (UTC, ISO 8601), level, logger, msg, and the record's
-    ``fields`` (structured data, e.g. the periodic status) merged in."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            out.update(fields)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"), default=str)
-
-
-HUMAN_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
-HUMAN_TIME_FORMAT = "%H:%M:%S"
-
-
-def _setup_logging(verbose: bool, fmt: str = "human") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(HUMAN_LOG_FORMAT, HUMAN_TIME_FORMAT))
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # h2 and granian are chatty at debug level; keep our own messages readable.
-    for name in ("hpack", "h2", "granian", "_granian"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _loop_runner(name: str) -> Callable[[Coroutine[Any, Any, int]], int]:
@@ -362,14 +331,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         if args.command == "origin":
-            _setup_logging(False)
+            setup_logging(False)
             return asyncio.run(_run_origin(args))
         if args.command == "probe":
             return _probe(args)
         if args.command == "testbed":
             return _testbed(args)
         config = config_from_args(args)
-        _setup_logging(args.verbose, config.ui.log_format)
+        setup_logging(args.verbose, config.ui.log_format)
         if args.command == "demo" and args.wan:
             return _run_demo_wan(args)
         runner = _loop_runner(args.loop)
@@ -429,7 +398,7 @@ async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
             RichHandler(
                 console=console,
                 show_path=False,
-                log_time_format=HUMAN_TIME_FORMAT,
+                log_time_format=logs.HUMAN_TIME_FORMAT,
                 omit_repeated_times=False,
             )
         ]
@@ -553,7 +522,6 @@ def _run_demo_wan(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    import json
 
     from cwndproxy import perf
     from cwndproxy.probe import ProbeError, format_report, run_probe

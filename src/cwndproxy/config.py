@@ -125,6 +125,8 @@ class ServerConfig:
     shutdown_grace_ms: int = 10000
     # Prometheus /metrics and /healthz, e.g. "127.0.0.1:9464"; unset = off.
     admin: str | None = None
+    # One line per client request: "-" = standard output, else a file; unset = off.
+    access_log: str | None = None
     # Requests beyond these are answered by the proxy (431, 414) and never reach a pooled
     # upstream session. Defaults as nginx (8 KiB per field line, 32 KiB in all) and HAProxy
     # (101 fields).

@@ -82,6 +82,11 @@ MEANING: dict[str, str] = {
     "server.preserve_host": "Send the client's Host as :authority (else the upstream's name).",
     "server.shutdown_grace_ms": "On SIGINT/SIGTERM, time for in-flight requests to finish.",
     "server.admin": "HOST:PORT for Prometheus /metrics and /healthz; unset = off.",
+    "server.access_log": (
+        "One line per client request (client, method, path, status, bytes in and out, "
+        "duration, upstream headers time, session, retries) to - (stdout) or a file, in "
+        "ui.log_format; unset = off."
+    ),
     "server.max_request_header_bytes": "Request header block above this: 431.",
     "server.max_request_header_field_bytes": "One header field line above this: 431.",
     "server.max_request_headers": "More header fields than this: 431.",

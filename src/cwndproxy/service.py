@@ -11,6 +11,7 @@ import time
 from cwndproxy import perf
 from cwndproxy.config import Config, parse_host_port
 from cwndproxy.exporter import AdminServer
+from cwndproxy.logs import access_logger
 from cwndproxy.monitor import Monitor
 from cwndproxy.pool import Pool, PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
@@ -79,6 +80,7 @@ class ProxyService:
                 write_timeout=s.write_timeout_ms / 1000,
                 acquire_timeout=max(1.0, config.target.connect_timeout_ms / 1000),
                 preserve_host=s.preserve_host,
+                access_log=access_logger(s.access_log, config.ui.log_format),
                 limits=HeaderLimits(
                     max_field_bytes=s.max_request_header_field_bytes,
                     max_total_bytes=s.max_request_header_bytes,

@@ -457,3 +457,33 @@ async def test_trailers_end_to_end_on_the_hypercorn_inbound_server(
             assert (status, version, blob) == (200, "1.1", blob_bytes(0, 100000))
         finally:
             await client.aclose()
+
+
+@pytest.mark.parametrize("fmt", ["human", "json"])
+async def test_access_log_has_one_line_per_client_request(
+    origin: DemoOrigin, make_proxy: ProxyFactory, tmp_path: Path, fmt: str
+) -> None:
+    log_file = tmp_path / "access.log"
+    config = proxy_config(origin.port)
+    config.server.access_log = str(log_file)
+    config.ui.log_format = fmt
+    async with make_proxy(config):
+        base = f"http://127.0.0.1:{config.server.port}"
+        assert (await fetch(f"{base}/cwnd/blob?size=5000"))[0] == 200
+        assert (await fetch(f"{base}/reset"))[0] == 502
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == 2, lines
+    if fmt == "json":
+        ok, failed = (json.loads(line) for line in lines)
+        assert ok["method"] == "GET" and ok["path"] == "/cwnd/blob?size=5000"
+        assert ok["status"] == 200 and ok["bytes_out"] == 5000 and ok["retries"] == 0
+        assert ok["upstream_headers_s"] is not None and ok["session"] in (0, 1)
+        assert failed["status"] == 502 and failed["retries"] == 1
+        assert failed["upstream_headers_s"] is None
+    else:
+        assert re.search(
+            r'127\.0\.0\.1 "GET /cwnd/blob\?size=5000 HTTP/1\.1" 200 in=0 out=5000 ', lines[0]
+        )
+        assert re.search(
+            r'"GET /reset HTTP/1\.1" 502 .* upstream=- session=\d retries=1$', lines[1]
+        )

@@ -108,6 +108,9 @@ class ForwardingSettings:
     acquire_timeout: float = 5.0
     preserve_host: bool = False
     limits: HeaderLimits = field(default_factory=HeaderLimits)
+    # One line per client request when set (server.access_log); its handler decides the
+    # format and where it goes.
+    access_log: logging.Logger | None = None
 
 
 class ClientGone(Exception):
@@ -217,13 +220,16 @@ class ForwardingApp:
         started = time.monotonic()
         answer = _Answer(send, started)
         try:
-            await self._handle(scope, receive, answer.send, inbound)
+            await self._handle(scope, receive, answer, inbound)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
             inbound.active -= 1
-            self.client_stats.record(answer.status, answer.first_byte, time.monotonic() - started)
+            duration = time.monotonic() - started
+            self.client_stats.record(answer.status, answer.first_byte, duration)
+            if self.settings.access_log is not None:
+                answer.log_to(self.settings.access_log, scope, duration)
 
     def _inbound_of(self, scope: Scope) -> InboundConnection:
         key = _connection_key(scope)
@@ -238,8 +244,9 @@ class ForwardingApp:
         return inbound
 
     async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, connection: InboundConnection
+        self, scope: Scope, receive: Receive, answer: _Answer, connection: InboundConnection
     ) -> None:
+        send = answer.send
         method: str = scope["method"]
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         inbound: list[tuple[bytes, bytes]] = list(scope["headers"])
@@ -303,9 +310,10 @@ class ForwardingApp:
                 return
         try:
             await self._forward(
-                method, path, authority, headers, body, watch, send, receive, trailers_ok
+                method, path, authority, headers, body, watch, answer, receive, trailers_ok
             )
         finally:
+            answer.bytes_in = body.size
             if watch is not None:
                 if watch.left.is_set() and not watch.answered:
                     connection.early_resets += 1
@@ -319,10 +327,11 @@ class ForwardingApp:
         headers: list[tuple[bytes, bytes]],
         body: RequestBody,
         watch: ClientWatch | None,
-        send: Send,
+        answer: _Answer,
         receive: Receive,
         trailers_ok: bool,
     ) -> None:
+        send = answer.send
         # Sessions, not slots, that had a go: a slot whose session was replaced (GOAWAY) is
         # a fresh connection and a fine place for the retry.
         tried: set[H2Session] = set()
@@ -351,13 +360,17 @@ class ForwardingApp:
                     await _fail(send, 502, "upstream unavailable", exc2, method, path)
                     return
             tried.add(session)
+            answer.session = slot.index
+            answer.attempts += 1
             limit = session.peer_max_header_list_size
             if limit is not None and header_list_size(headers) + 4 * 32 + len(path) > limit:
                 # The upstream said how much it takes: more would be refused, at best for
                 # this stream, at worst for the whole connection.
                 await _error(send, 431, f"headers larger than the upstream accepts ({limit})")
                 return
-            exchange = _Exchange(self, slot, session, method, path, authority, headers, body, watch)
+            exchange = _Exchange(
+                self, slot, session, method, path, authority, headers, body, watch, answer
+            )
             try:
                 await exchange.run(send, receive, trailers_ok)
                 return
@@ -414,9 +427,11 @@ class _Exchange:
         headers: list[tuple[bytes, bytes]],
         body: RequestBody,
         watch: ClientWatch | None,
+        answer: _Answer,
     ) -> None:
         self.app = app
         self.watch = watch
+        self.answer = answer
         self.slot = slot
         self.session = session
         self.method = method
@@ -447,6 +462,7 @@ class _Exchange:
                 pump = asyncio.get_running_loop().create_task(self._pump_body(stream))
             try:
                 response = await stream.receive_response(settings.response_timeout)
+                self.answer.upstream_answered()
             except UpstreamError:
                 if _client_left(pump):
                     # The pump reset the stream because the client left mid-body (or sent a
@@ -562,19 +578,67 @@ def _pump_error(pump: asyncio.Task[None] | None) -> BaseException:
 
 
 class _Answer:
-    """The ASGI send of one request, noting the status and when the headers went out."""
+    """One client request as it went: the ASGI send, noting the status, when the headers
+    went out and the body bytes; and what forwarding adds for the access log."""
 
     def __init__(self, send: Send, started: float) -> None:
         self._send = send
         self._started = started
         self.status: int | None = None
         self.first_byte: float | None = None
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.upstream_headers: float | None = None
+        self.session: int | None = None
+        self.attempts = 0
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.first_byte = time.monotonic() - self._started
+        elif message["type"] == "http.response.body":
+            self.bytes_out += len(message.get("body", b""))
         await self._send(message)
+
+    def upstream_answered(self) -> None:
+        self.upstream_headers = time.monotonic() - self._started
+
+    def log_to(self, access_log: logging.Logger, scope: Scope, duration: float) -> None:
+        client = scope.get("client")
+        raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+        if scope.get("query_string"):
+            raw_path += b"?" + scope["query_string"]
+        fields: dict[str, Any] = {
+            "client": client[0] if client else None,
+            "method": scope.get("method"),
+            "path": raw_path.decode("latin-1"),
+            "http": scope.get("http_version"),
+            "status": self.status,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "duration_s": round(duration, 6),
+            "upstream_headers_s": (
+                None if self.upstream_headers is None else round(self.upstream_headers, 6)
+            ),
+            "session": self.session,
+            "retries": max(0, self.attempts - 1),
+        }
+        upstream = "-" if self.upstream_headers is None else f"{self.upstream_headers:.3f}s"
+        access_log.info(
+            '%s "%s %s HTTP/%s" %s in=%d out=%d %.3fs upstream=%s session=%s retries=%d',
+            fields["client"] or "-",
+            fields["method"],
+            fields["path"],
+            fields["http"],
+            self.status or "-",
+            self.bytes_in,
+            self.bytes_out,
+            duration,
+            upstream,
+            "-" if self.session is None else self.session,
+            fields["retries"],
+            extra={"fields": fields},
+        )
 
 
 def _connection_key(scope: Scope) -> tuple[Any, Any]:
