@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cwndproxy import __version__, logs
 from cwndproxy.config import (
@@ -26,6 +27,9 @@ from cwndproxy.config import (
     validate,
 )
 from cwndproxy.logs import setup_logging
+
+if TYPE_CHECKING:
+    from cwndproxy.service import ProxyService
 
 log = logging.getLogger("cwndproxy")
 
@@ -346,7 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not getattr(args, "upstream", None) and not args.config:
                 raise ConfigError("run needs --upstream URL or --config FILE")
             validate(config)
-            return runner(_run_proxy(config))
+            # SIGHUP reads the file again, with the same command-line overrides on top.
+            reload_config = (lambda: config_from_args(args)) if args.config else None
+            return runner(_run_proxy(config, reload_config))
         return runner(_run_demo(config, args))
     except ConfigError as exc:
         print(f"cwnd-proxy: error: {exc}", file=sys.stderr)
@@ -355,7 +361,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
+async def _reload(service: ProxyService, reload_config: Callable[[], Config] | None) -> None:
+    """SIGHUP: read and check the configuration again; apply what can change while
+    running, keep the rest (and say so); on any error keep running as before."""
+    if reload_config is None:
+        log.warning("SIGHUP: nothing to reload (the proxy was not started with --config)")
+        return
+    try:
+        new = validate(reload_config())
+    except ConfigError as exc:
+        log.error("SIGHUP: %s; still running on the previous configuration", exc)
+        return
+    plan = await service.reload(new)
+    if plan.needs_restart:
+        log.warning("SIGHUP: not applied, a restart is needed: %s", ", ".join(plan.needs_restart))
+    log.info("SIGHUP: configuration reloaded; applied: %s", ", ".join(plan.applied) or "nothing")
+
+
+async def _serve_until_signal(
+    config: Config,
+    banner: str | None = None,
+    reload_config: Callable[[], Config] | None = None,
+) -> int:
     from cwndproxy.dashboard import run_headless, run_tui
     from cwndproxy.service import ListenError, ProxyService, wait_for_signal
 
@@ -405,8 +432,19 @@ async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
         view = run_tui(service, service.monitor, console)
     else:
         view = run_headless(service, service.monitor, config.ui.log_format)
-    status = asyncio.get_running_loop().create_task(view)
+    loop = asyncio.get_running_loop()
+    status = loop.create_task(view)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(_reload(service, reload_config))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     name = await wait_for_signal()
+    loop.remove_signal_handler(signal.SIGHUP)
+    config = service.config
     log.info("%s received: shutting down (grace %d ms)", name, config.server.shutdown_grace_ms)
     status.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -416,8 +454,8 @@ async def _serve_until_signal(config: Config, banner: str | None = None) -> int:
     return 0
 
 
-async def _run_proxy(config: Config) -> int:
-    return await _serve_until_signal(config)
+async def _run_proxy(config: Config, reload_config: Callable[[], Config] | None) -> int:
+    return await _serve_until_signal(config, reload_config=reload_config)
 
 
 async def _run_demo(config: Config, args: argparse.Namespace) -> int:

@@ -40,7 +40,12 @@ class Monitor:
     def sample(self, now: float | None = None) -> None:
         cpu0 = time.process_time()
         now = time.monotonic() if now is None else now
-        totals = [0, 0, 0, 0]
+        # A reload may have resized the pool: one window per slot, the removed slots'
+        # traffic kept in the total.
+        del self.slots[len(self.pool.slots) :]
+        while len(self.slots) < len(self.pool.slots):
+            self.slots.append(RateWindow(self.total.window, self.period))
+        totals = list(counter_tuple(self.pool.removed_counters))
         for window, slot in zip(self.slots, self.pool.slots, strict=True):
             values = counter_tuple(slot.counters)
             window.add(now, values)

@@ -191,6 +191,10 @@ class Pool:
         self.listeners: list[SessionListener] = []
         # Streams per connection the upstream allows, once learned (see _learn_stream_budget).
         self.stream_budget = stream_budget
+        # Sessions of removed slots finishing their streams.
+        self._closing: set[asyncio.Task[None]] = set()
+        # Traffic of slots removed by a reload, so that totals never go backwards.
+        self.removed_counters = TrafficCounters()
         self._last_recycle_at: int | None = None
 
     async def _dial(self) -> H2Session:
@@ -228,6 +232,49 @@ class Pool:
     def _notify(self) -> None:
         self._changed.set()
 
+    def configure(
+        self,
+        *,
+        settings: SessionSettings,
+        reconnect_min: float,
+        reconnect_max: float,
+        stream_budget: int | None,
+    ) -> None:
+        """New settings from a reload: for the sessions dialled from now on; a configured
+        stream budget applies to the running sessions too."""
+        self._settings = settings
+        self._reconnect_min, self._reconnect_max = reconnect_min, reconnect_max
+        if stream_budget is not None and stream_budget != self.stream_budget:
+            self.stream_budget = stream_budget
+            for slot in self.slots:
+                if slot.session is not None:
+                    slot.session.set_stream_budget(stream_budget, budget_headroom(stream_budget))
+
+    def resize(self, size: int, grace: float) -> list[PoolSlot]:
+        """Grow (new slots dial at once) or shrink (the last slots stop; their sessions
+        finish their streams within ``grace`` behind a GOAWAY). The other slots keep their
+        sessions. Returns the removed slots."""
+        loop = asyncio.get_running_loop()
+        for index in range(len(self.slots), size):
+            slot = PoolSlot(index)
+            self.slots.append(slot)
+            self._tasks.append(loop.create_task(self._supervise(slot), name=f"pool-{index}"))
+        removed = self.slots[size:]
+        del self.slots[size:]
+        for task in self._tasks[size:]:
+            task.cancel()
+        del self._tasks[size:]
+        for slot in removed:
+            slot.set_state(SlotState.STOPPED)
+            self.removed_counters.merge(slot.counters)
+            for session in [slot.session, *slot.draining]:
+                if session is not None:
+                    task = loop.create_task(session.aclose(grace))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+        self._notify()
+        return removed
+
     async def close(self, grace: float = 0.0) -> None:
         """GOAWAY every session, let active streams finish within ``grace``, then close."""
         self._stopping = True
@@ -237,7 +284,9 @@ class Pool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         sessions = [s for slot in self.slots for s in [slot.session, *slot.draining] if s]
-        await asyncio.gather(*(s.aclose(grace) for s in sessions), return_exceptions=True)
+        await asyncio.gather(
+            *(s.aclose(grace) for s in sessions), *self._closing, return_exceptions=True
+        )
         for slot in self.slots:
             slot.set_state(SlotState.STOPPED)
         self._notify()
@@ -407,6 +456,7 @@ class Pool:
 
     def totals(self) -> TrafficCounters:
         total = TrafficCounters()
+        total.merge(self.removed_counters)
         for slot in self.slots:
             total.merge(slot.counters)
         return total

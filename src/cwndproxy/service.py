@@ -17,6 +17,7 @@ from cwndproxy.pool import Pool, PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
 from cwndproxy.proxy.request_rules import HeaderLimits
 from cwndproxy.proxy.server import HypercornServer, InboundServer
+from cwndproxy.reload import ReloadPlan, plan_reload
 from cwndproxy.upstream.dial import UpstreamTarget
 from cwndproxy.upstream.session import H2Session, SessionSettings
 from cwndproxy.warmup.controller import WarmupController, WarmupSettings
@@ -39,6 +40,39 @@ def upstream_target(config: Config) -> UpstreamTarget:
     )
 
 
+def session_settings(config: Config) -> SessionSettings:
+    p = config.pool
+    return SessionSettings(
+        stream_window=p.stream_window_bytes,
+        connection_window=p.connection_window_bytes,
+        max_frame_size=p.max_frame_size,
+        # auto bounds the upstream's first flight after idle through the connection
+        # window (warm-up LimitBurst); other strategies grant it all upfront.
+        metered_window=(
+            p.strategy == "auto"
+            and p.burst_limit_bdp > 0
+            and p.warm_up_direction in ("download", "both")
+        ),
+    )
+
+
+def forwarding_settings(config: Config) -> ForwardingSettings:
+    s = config.server
+    return ForwardingSettings(
+        response_timeout=config.target.response_timeout_ms / 1000,
+        write_timeout=s.write_timeout_ms / 1000,
+        acquire_timeout=max(1.0, config.target.connect_timeout_ms / 1000),
+        preserve_host=s.preserve_host,
+        access_log=access_logger(s.access_log, config.ui.log_format),
+        limits=HeaderLimits(
+            max_field_bytes=s.max_request_header_field_bytes,
+            max_total_bytes=s.max_request_header_bytes,
+            max_count=s.max_request_headers,
+            max_target_bytes=s.max_request_target_bytes,
+        ),
+    )
+
+
 class ListenError(Exception):
     """A listening socket could not be opened; says which one (proxy or admin) and where."""
 
@@ -56,39 +90,13 @@ class ProxyService:
         self.pool = Pool(
             upstream_target(config),
             p.pool_size,
-            settings=SessionSettings(
-                stream_window=p.stream_window_bytes,
-                connection_window=p.connection_window_bytes,
-                max_frame_size=p.max_frame_size,
-                # auto bounds the upstream's first flight after idle through the connection
-                # window (warm-up LimitBurst); other strategies grant it all upfront.
-                metered_window=(
-                    p.strategy == "auto"
-                    and p.burst_limit_bdp > 0
-                    and p.warm_up_direction in ("download", "both")
-                ),
-            ),
+            settings=session_settings(config),
             rtt_probe_interval=p.rtt_probe_interval_ms / 1000,
             reconnect_min=p.reconnect_min_ms / 1000,
             reconnect_max=p.reconnect_max_ms / 1000,
             stream_budget=p.upstream_max_streams or None,
         )
-        self.app = ForwardingApp(
-            self.pool,
-            ForwardingSettings(
-                response_timeout=config.target.response_timeout_ms / 1000,
-                write_timeout=s.write_timeout_ms / 1000,
-                acquire_timeout=max(1.0, config.target.connect_timeout_ms / 1000),
-                preserve_host=s.preserve_host,
-                access_log=access_logger(s.access_log, config.ui.log_format),
-                limits=HeaderLimits(
-                    max_field_bytes=s.max_request_header_field_bytes,
-                    max_total_bytes=s.max_request_header_bytes,
-                    max_count=s.max_request_headers,
-                    max_target_bytes=s.max_request_target_bytes,
-                ),
-            ),
-        )
+        self.app = ForwardingApp(self.pool, forwarding_settings(config))
         tls_cert = s.tls_cert_file if s.inbound_tls else None
         tls_key = s.tls_key_file if s.inbound_tls else None
         self.server: InboundServer | HypercornServer
@@ -157,6 +165,43 @@ class ProxyService:
         )
         slot.controller = controller
         controller.start()
+
+    async def reload(self, new: Config) -> ReloadPlan:
+        """Apply a validated new configuration as far as a running proxy can (see
+        reload.py); warm sessions the change does not touch keep their connections."""
+        plan = plan_reload(self.config, new)
+        old_strategy = self.config.pool.strategy
+        config = self.config = plan.config
+        p = config.pool
+        self.app.settings = forwarding_settings(config)
+        self.pool.configure(
+            settings=session_settings(config),
+            reconnect_min=p.reconnect_min_ms / 1000,
+            reconnect_max=p.reconnect_max_ms / 1000,
+            stream_budget=p.upstream_max_streams or None,
+        )
+        grace = config.server.shutdown_grace_ms / 1000
+        if p.pool_size < len(self.pool.slots):
+            for slot in self.pool.slots[p.pool_size :]:
+                if slot.controller is not None:
+                    await slot.controller.stop()
+                    slot.controller = None
+        if plan.restart_warmup:
+            # New controllers on the same connections: what the kernel holds stays held.
+            for slot in self.pool.slots:
+                if slot.controller is not None:
+                    await slot.controller.stop()
+                    slot.controller = None
+            if old_strategy == "off" and p.strategy != "off":
+                self.pool.listeners.append(self._attach_warmup)
+            elif old_strategy != "off" and p.strategy == "off":
+                self.pool.listeners.remove(self._attach_warmup)
+            if p.strategy != "off":
+                for slot in self.pool.slots[: p.pool_size]:
+                    if slot.session is not None and slot.session.is_usable:
+                        self._attach_warmup(slot, slot.session)
+        self.pool.resize(p.pool_size, grace)
+        return plan
 
     async def start(self, wait_ready: float = 0.0) -> None:
         self.pool.start()

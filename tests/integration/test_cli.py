@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +194,59 @@ async def test_help_explains_the_tool() -> None:
         "--no-tui",
     ):
         assert flag in text
+
+
+async def test_sighup_reloads_the_config_file_without_dropping_warm_sessions(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP: a valid file is applied as far as it can be (the pool grows and shrinks, the
+    untouched sessions keep their connections, a changed upstream is reported as needing a
+    restart); an invalid file is logged and the proxy runs on as before."""
+    async with DemoOrigin("127.0.0.1", 0) as origin:
+        port, admin = free_port(), free_port()
+        path = tmp_path / "proxy.toml"
+
+        def write(pool_size: int, host: str = "127.0.0.1", extra: str = "") -> None:
+            path.write_text(
+                f'[target]\nhost = "{host}"\nport = {origin.port}\ntls = false\n'
+                f'[pool]\npool_size = {pool_size}\nstrategy = "auto"\n'
+                f'warm_up_download_path = "/cwnd/blob"\n{extra}'
+                f'[server]\nport = {port}\nadmin = "127.0.0.1:{admin}"\n'
+            )
+
+        async def ready() -> int:
+            result = await run(require_tool("curl"), "-s", f"http://127.0.0.1:{admin}/healthz")
+            return int(json.loads(result.stdout)["ready_sessions"])
+
+        async def wait_ready(count: int) -> None:
+            async with asyncio.timeout(15):
+                while await ready() != count:  # noqa: ASYNC110 - polls another process
+                    await asyncio.sleep(0.1)
+
+        write(2)
+        proc = await start("run", "--no-tui", "--config", str(path))
+        await wait_port(port, proc)
+        await wait_ready(2)
+        assert origin.stats.connections == 2
+
+        write(3, host="localhost", extra="bandwidth_mbps = 50\n")
+        proc.send_signal(signal.SIGHUP)
+        await wait_ready(3)
+        # One new connection; the two warm ones were kept.
+        assert origin.stats.connections == 3
+
+        write(0)  # invalid: the proxy runs on
+        proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(1.0)
+        assert proc.returncode is None and await ready() == 3
+
+        write(1)
+        proc.send_signal(signal.SIGHUP)
+        await wait_ready(1)
+        assert origin.stats.connections == 3
+        code, _, err = await stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert "not applied, a restart is needed: target.host" in err
+    assert "applied: pool.pool_size, pool.bandwidth_mbps" in err
+    assert "pool.pool_size = 0 must be 1-1024; still running on the previous" in err
+    assert "Traceback" not in err
