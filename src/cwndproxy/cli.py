@@ -107,7 +107,9 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         help="do not verify the upstream's certificate (tests only!)",
     )
     g.add_argument("--inbound-tls-cert", metavar="FILE", help="serve clients over TLS (h2/h1)")
-    g.add_argument("--inbound-tls-key", metavar="FILE")
+    g.add_argument(
+        "--inbound-tls-key", metavar="FILE", help="private key for --inbound-tls-cert (PEM)"
+    )
     g.add_argument(
         "--inbound-server",
         choices=("granian", "hypercorn"),
@@ -177,11 +179,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the demo origin: POST|PUT /cwnd/sink, GET /cwnd/blob?size=N (Range), "
         "/echo, /headers, /status/N, /trailers, /slow, /reset, /goaway.",
     )
-    origin.add_argument("--listen", default="127.0.0.1:8443", metavar="HOST:PORT")
+    origin.add_argument(
+        "--listen", default="127.0.0.1:8443", metavar="HOST:PORT", help="default 127.0.0.1:8443"
+    )
     origin.add_argument("--tls-cert", metavar="FILE", help="serve TLS (ALPN h2); else h2c")
-    origin.add_argument("--tls-key", metavar="FILE")
-    origin.add_argument("--blob-size", type=int, default=64 * 1024 * 1024, metavar="BYTES")
-    origin.add_argument("--max-concurrent-streams", type=int, default=100, metavar="N")
+    origin.add_argument("--tls-key", metavar="FILE", help="private key for --tls-cert (PEM)")
+    origin.add_argument(
+        "--blob-size",
+        type=int,
+        default=64 * 1024 * 1024,
+        metavar="BYTES",
+        help="size of /cwnd/blob without ?size= (default 64 MiB)",
+    )
+    origin.add_argument(
+        "--max-concurrent-streams",
+        type=int,
+        default=100,
+        metavar="N",
+        help="SETTINGS_MAX_CONCURRENT_STREAMS it announces (default 100)",
+    )
     origin.add_argument("--no-range", action="store_true", help="ignore Range (always 200)")
 
     probe = sub.add_parser(
@@ -194,10 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("url", metavar="URL", help="a large object, e.g. https://host/big.bin")
     probe.add_argument("--size", default="4MB", help="bytes per fetch (Range), default 4MB")
     probe.add_argument("--idle", default="0.5,1,3", help="idle gaps in seconds (0.5,1,3)")
-    probe.add_argument("--warm-runs", type=int, default=3, metavar="N")
+    probe.add_argument(
+        "--warm-runs", type=int, default=3, metavar="N", help="fetches per case (default 3)"
+    )
     probe.add_argument("--bandwidth-mbps", type=float, help="known path bandwidth for the ideal")
-    probe.add_argument("--ca-file", metavar="FILE")
-    probe.add_argument("--server-name", metavar="NAME")
+    probe.add_argument("--ca-file", metavar="FILE", help="extra CA certificate(s) (PEM)")
+    probe.add_argument("--server-name", metavar="NAME", help="TLS SNI override")
     probe.add_argument("--insecure", action="store_true", help="skip certificate checks")
     probe.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -213,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     tb_up.add_argument("--rate", default="100mbit", help="bottleneck rate (default 100mbit)")
     tb_up.add_argument("--queue", help="drop-tail queue in bytes (default 1 BDP)")
     tb_up.add_argument("--loss", type=float, default=0.0, help="random loss probability")
-    tb_up.add_argument("--origin", choices=("demo", "nginx"), default="nginx")
+    tb_up.add_argument(
+        "--origin",
+        choices=("demo", "nginx"),
+        default="nginx",
+        help="origin server in its namespace (default nginx)",
+    )
     tb_up.add_argument("--origin-cc", default="cubic", help="origin congestion control")
     tb_up.add_argument(
         "--no-ssai",
