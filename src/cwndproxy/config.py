@@ -1,4 +1,4 @@
-"""Configuration: typed dataclasses with defaults in source (SPEC.md), a TOML file on top,
+"""Configuration: typed dataclasses with defaults in source, a TOML file on top,
 command-line flags on top of that, then validation.
 
 Every validation error names the key and what is allowed, e.g.
@@ -160,7 +160,8 @@ class Config:
     @property
     def per_connection_target_bps(self) -> int:
         """The rate each session warms for, in bit/s: the whole bandwidth ("path"), or
-        SPEC.md's floor((bandwidth_mbps * 1_000_000) / pool_size) ("share")."""
+        the original specification's floor((bandwidth_mbps * 1_000_000) / pool_size)
+        ("share")."""
         bps = self.pool.bandwidth_mbps * 1_000_000
         if self.warm_up_target == "share":
             return math.floor(bps / self.pool.pool_size)

@@ -1,6 +1,7 @@
 """Process-wide performance fixes for a pure-Python HTTP/2 data path.
 
-Both were measured on these 2-core machines (DESIGN.md section 7); apply them once at start-up.
+Both were measured on these 2-core machines (docs/BENCHMARKS.md, loopback section); apply
+them once at start-up.
 """
 
 from __future__ import annotations

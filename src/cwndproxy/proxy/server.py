@@ -3,7 +3,7 @@ TLS (ALPN h2 / http/1.1), embedded in our asyncio loop so the app, the pool and 
 engine share one event loop and no state crosses processes.
 
 - ``granian`` (default): Rust/hyper, measured 3-4x hypercorn's h2 throughput on these
-  machines (DESIGN.md section 6). It does not implement the ASGI trailers extension, so
+  machines (h2load against both, same app). It does not implement the ASGI trailers extension, so
   response trailers (gRPC status) are dropped.
 - ``hypercorn``: pure Python, slower, but implements ``http.response.trailers``: choose it
   for gRPC and anything else that needs trailers end to end.

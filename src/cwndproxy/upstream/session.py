@@ -330,7 +330,9 @@ class H2Session(H2Endpoint):
 
     @property
     def peer_max_concurrent_streams(self) -> int:
-        # Until the peer's SETTINGS arrive we may not know its limit: assume 1 (DESIGN.md).
+        # Until the peer's SETTINGS arrive we may not know its limit: assume 1, the only
+        # value no server can refuse (RFC 9113 leaves it unlimited until said otherwise,
+        # but a server may already have lowered it in the SETTINGS still in flight).
         if not self._remote_settings_seen:
             return 1
         return int(self.conn.remote_settings.max_concurrent_streams)
