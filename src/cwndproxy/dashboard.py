@@ -49,6 +49,9 @@ class SessionRow:
     real_rx: int
     streams: int
     reconnects: int
+    # Client requests this session carried in the last 10 s: short requests finish within
+    # a frame of the dashboard, so "serving" is rarely on screen.
+    requests_10s: int = 0
     note: str = ""
 
 
@@ -74,12 +77,13 @@ class Snapshot:
 
 
 def _bytes(n: float) -> str:
-    """Compact decimal bytes: 939, 65.5K, 27.4M (the dashboard must fit 80 columns)."""
-    for unit in ("", "K", "M", "G"):
+    """Compact decimal bytes, always with a B: 939B, 65.5kB, 27.4MB. Bits only ever appear
+    as Mb/s, so the two never share a symbol (the dashboard must fit 80 columns)."""
+    for unit in ("B", "kB", "MB", "GB"):
         if abs(n) < 1000:
-            return f"{n:.0f}" if not unit else f"{n:.1f}{unit}"
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1000
-    return f"{n:.1f}T"
+    return f"{n:.1f}TB"
 
 
 def _bps(n: float) -> str:
@@ -99,7 +103,8 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
     warnings: list[str] = []
     if config.target.tls_insecure_skip_verify:
         warnings.append("TLS verification of the upstream is OFF (--insecure)")
-    for slot, window in zip(service.pool.slots, monitor.slots, strict=True):
+    requests = monitor.requests + [None] * (len(service.pool.slots) - len(monitor.requests))
+    for slot, window, req_window in zip(service.pool.slots, monitor.slots, requests, strict=True):
         session = slot.session
         ctl = slot.controller
         state, since = slot.state.value, slot.state_since
@@ -134,6 +139,7 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
             per_rtt = rx_bps / 8 * rtt_s if rtt_s else 0
             window_text = f"{_bytes(per_rtt)}/{_bytes(info.rcv_space)}"
         counters = slot.counters
+        requests_10s = req_window.delta()[0] if req_window else 0
         rows.append(
             SessionRow(
                 index=slot.index,
@@ -150,6 +156,7 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
                 real_rx=counters.real_rx,
                 streams=session.active_streams if session is not None else 0,
                 reconnects=slot.reconnects,
+                requests_10s=requests_10s,
                 note=note,
             )
         )
@@ -203,11 +210,11 @@ def sparkline(values: list[float], top: float) -> str:
 
 
 def render(s: Snapshot) -> Group:
+    # Two lines, so that a long upstream URL never wraps the header at 80 columns.
     head = Text.assemble(
         ("cwnd-warm-up-proxy ", "bold"),
-        f"→ {s.upstream} ({s.transport})  ",
-        f"{s.direction} / {s.strategy}  target {_bps(s.target_bps)}/conn "
-        f"{_bps(s.target_bps * s.pool_size)} total  up {_age(s.uptime)}",
+        f"→ {s.upstream} ({s.transport})\n",
+        f"{s.direction} / {s.strategy}, target {_bps(s.target_bps)} a session, up {_age(s.uptime)}",
     )
     table = Table(box=None, pad_edge=False, expand=False, header_style="bold")
     window_head = "cwnd/BDP" if s.direction == "upload" else "rx/RTT,rcv"
@@ -217,8 +224,9 @@ def render(s: Snapshot) -> Group:
         ("RTT ms", "right"),
         (window_head, "right"),
         ("Mb/s", "right"),
-        ("dummy tx/rx", "right"),
-        ("real tx/rx", "right"),
+        ("dummy", "right"),
+        ("real", "right"),
+        ("req", "right"),
         ("st", "right"),
         ("rc", "right"),
     ):
@@ -244,22 +252,27 @@ def render(s: Snapshot) -> Group:
             rate,
             f"{_bytes(r.dummy_tx)}/{_bytes(r.dummy_rx)}",
             f"{_bytes(r.real_tx)}/{_bytes(r.real_rx)}",
+            str(r.requests_10s),
             str(r.streams),
             str(r.reconnects),
         )
     t = s.totals
     totals = Text(
-        f"ready {s.ready}/{s.pool_size}  rx {_bps(s.rx_bps)} tx {_bps(s.tx_bps)} (10s)  "
+        f"ready {s.ready}/{s.pool_size}  rx {_bps(s.rx_bps)} tx {_bps(s.tx_bps)} (10 s)  "
         f"real {_bytes(t['real_tx'])}/{_bytes(t['real_rx'])}  dummy {_bytes(t['dummy_tx'])}/"
-        f"{_bytes(t['dummy_rx'])}  req {t['requests']} err {t['errors']} retry {t['retries']}\n"
+        f"{_bytes(t['dummy_rx'])}\n"
+        f"upstream req {t['requests']} err {t['errors']} retry {t['retries']}\n"
         f"est. bandwidth {_bps(s.bandwidth_bps)} ({s.bandwidth_source})"
     )
     legend = Text(
-        "RTT: h2 PING/kernel; Mb/s: 10 s rate; "
+        "RTT ms: h2 PING / kernel. Mb/s: megabits a second over 10 s. dummy, real:\n"
+        "bytes sent/received (kB, MB: 10^3, 10^6 bytes). req: requests in the last 10 s.\n"
+        "st: open streams. rc: reconnects. "
         + (
-            "cwnd/BDP: our snd_cwnd (packets, bytes) / target BDP"
+            "cwnd/BDP: our snd_cwnd (packets, bytes) / target BDP."
             if s.direction == "upload"
-            else "rx/RTT,rcv: bytes received per RTT / kernel rcv_space (the server has the cwnd)"
+            else "rx/RTT,rcv: bytes received per RTT / kernel\n"
+            "rcv_space (the server holds the cwnd of a download)."
         ),
         style="dim",
     )

@@ -93,6 +93,14 @@ class RateWindow:
         first = next((s for s in self.samples if s[0] >= horizon - 1e-9), self.samples[0])
         return self._rate_between(first, last)
 
+    def delta(self) -> tuple[int, ...]:
+        """How much each counter grew within the window."""
+        if len(self.samples) < 2:
+            width = len(self.samples[0][1]) if self.samples else len(FIELDS)
+            return tuple(0 for _ in range(width))
+        first, last = self.samples[0][1], self.samples[-1][1]
+        return tuple(y - x for x, y in zip(first, last, strict=True))
+
     def peak(self, span: float = 1.0) -> tuple[float, ...]:
         """The highest ``span``-second rate per field within the window."""
         samples = list(self.samples)

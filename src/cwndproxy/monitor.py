@@ -28,6 +28,8 @@ class Monitor:
         self.pool = pool
         self.period = period
         self.slots = [RateWindow(window, period) for _ in pool.slots]
+        # Client requests per slot (the upstream attempt counter), for "req in the last 10 s".
+        self.requests = [RateWindow(window, period) for _ in pool.slots]
         self.total = RateWindow(window, period)
         self.cpu_seconds = 0.0
         self.samples_taken = 0
@@ -42,13 +44,16 @@ class Monitor:
         now = time.monotonic() if now is None else now
         # A reload may have resized the pool: one window per slot, the removed slots'
         # traffic kept in the total.
-        del self.slots[len(self.pool.slots) :]
-        while len(self.slots) < len(self.pool.slots):
-            self.slots.append(RateWindow(self.total.window, self.period))
+        for windows in (self.slots, self.requests):
+            del windows[len(self.pool.slots) :]
+            while len(windows) < len(self.pool.slots):
+                windows.append(RateWindow(self.total.window, self.period))
         totals = list(counter_tuple(self.pool.removed_counters))
-        for window, slot in zip(self.slots, self.pool.slots, strict=True):
-            values = counter_tuple(slot.counters)
+        for window, requests, slot in zip(self.slots, self.requests, self.pool.slots, strict=True):
+            counters = slot.counters
+            values = counter_tuple(counters)
             window.add(now, values)
+            requests.add(now, (counters.requests,))
             for i, v in enumerate(values):
                 totals[i] += v
         self.total.add(now, tuple(totals))

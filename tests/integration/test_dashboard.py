@@ -137,7 +137,8 @@ async def test_snapshot_render_and_headless_lines(
         snap = snapshot(proxy, proxy.monitor)
         assert len(snap.rows) == 2
         assert all(r.rtt_kernel_ms is not None for r in snap.rows), "TCP_INFO is read"
-        assert all(re.fullmatch(r"[\d.]+[KMG]?/[\d.]+[KMG]?", r.window) for r in snap.rows)
+        unit = r"[\d.]+(B|kB|MB|GB)"
+        assert all(re.fullmatch(rf"{unit}/{unit}", r.window) for r in snap.rows), snap.rows
         assert snap.totals["dummy_rx"] > 0
         line = log_line(snap)
         assert "ready 2/2" in line and "dummy" in line
@@ -164,7 +165,7 @@ def test_dashboard_in_tmux_shows_sessions_real_and_dummy_traffic(tmp_path: Path)
     port = free_port()
     name = f"cwnd-test-{port}"
     cmd = f"cd {ROOT} && {sys.executable} -m cwndproxy demo --listen 127.0.0.1:{port}"
-    subprocess.run(["tmux", "new", "-d", "-s", name, "-x", "100", "-y", "30", cmd], check=True)
+    subprocess.run(["tmux", "new", "-d", "-s", name, "-x", "80", "-y", "34", cmd], check=True)
     try:
         deadline = time.monotonic() + 30
         while "holding" not in capture(name):
@@ -194,10 +195,12 @@ def test_dashboard_in_tmux_shows_sessions_real_and_dummy_traffic(tmp_path: Path)
         assert len(rows) == 4, screen_holding
         assert "holding" in screen_holding
         # Dummy traffic is visible while holding: dummy rx is not zero on the rows.
-        assert re.search(r"\s0/\d+(\.\d+)?[KM]\s", screen_holding), screen_holding
+        assert re.search(r"\s0B/\d+(\.\d+)?(kB|MB)\s", screen_holding), screen_holding
+        # The header fits 80 columns: its second line starts a line of its own.
+        assert re.search(r"^download / auto, target ", screen_holding, re.M), screen_holding
         assert "serving" in screen_serving, screen_serving
         real = re.search(r"real (\S+)/(\S+)", screen_serving)
-        assert real and real.group(2) != "0", screen_serving
+        assert real and real.group(2) != "0B", screen_serving
     finally:
         subprocess.run(["tmux", "send-keys", "-t", name, "C-c"], check=False)
         time.sleep(1.5)

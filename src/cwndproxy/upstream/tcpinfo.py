@@ -1,7 +1,8 @@
 """A typed reader for the kernel's view of a TCP connection (``getsockopt(TCP_INFO)``).
 
 Offsets are those of ``struct tcp_info`` in linux/tcp.h; tests/unit/test_tcpinfo.py checks
-them against a real transfer on this kernel (counters that must move, cwnd x MSS). Fields a shorter (older-kernel) struct lacks read as None.
+them against a real transfer on this kernel (counters that must move, cwnd x MSS). Fields a
+shorter (older-kernel) struct lacks read as None.
 
 Mind which side a number describes: on a download connection ``snd_cwnd`` is the window for
 our own small WINDOW_UPDATE traffic; the window that matters there lives on the server, and
