@@ -406,7 +406,7 @@ async def _serve_until_signal(
     banner: str | None = None,
     reload_config: Callable[[], Config] | None = None,
 ) -> int:
-    from cwndproxy.dashboard import run_headless, run_tui
+    from cwndproxy.dashboard import run_headless, run_tui, warm_up_path
     from cwndproxy.service import ListenError, ProxyService, wait_for_signal
 
     if config.target.tls_insecure_skip_verify:
@@ -434,6 +434,12 @@ async def _serve_until_signal(
             log.info("%s", " ".join(banner.split()))  # every line JSON, the banner too
         else:
             print(banner, flush=True)
+    if config.pool.strategy in ("auto", "ping") and not warm_up_path(config):
+        log.info(
+            "no warm-up path: %s holds the windows that real requests grow; "
+            "--download-path (a large object with Range) lets it grow them ahead",
+            config.pool.strategy,
+        )
     if service.admin is not None:
         log.info("admin: http://%s:%d/metrics and /healthz", service.admin.host, service.admin.port)
     if config.ui.tui and sys.stdout.isatty():

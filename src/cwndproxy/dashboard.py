@@ -27,6 +27,7 @@ from cwndproxy.monitor import Monitor
 from cwndproxy.upstream.tcpinfo import read_tcp_info
 
 if TYPE_CHECKING:
+    from cwndproxy.config import Config
     from cwndproxy.service import ProxyService
 
 log = logging.getLogger("cwndproxy")
@@ -60,6 +61,8 @@ class Snapshot:
     upstream: str
     transport: str
     direction: str
+    # auto or ping without a path for its direction: only real requests grow windows.
+    no_warm_up_path: bool
     strategy: str
     target_bps: float
     pool_size: int
@@ -176,6 +179,7 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
         upstream=config.upstream_url,
         transport="TLS h2" if config.target.tls else "h2c",
         direction=direction,
+        no_warm_up_path=config.pool.strategy in ("auto", "ping") and not warm_up_path(config),
         strategy=config.pool.strategy,
         target_bps=target,
         pool_size=config.pool.pool_size,
@@ -201,6 +205,14 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
     )
 
 
+def warm_up_path(config: Config) -> bool:
+    """Whether the warmed direction has a path to send dummy traffic on."""
+    p = config.pool
+    download = p.warm_up_download_path is not None
+    upload = p.warm_up_upload_path is not None
+    return {"download": download, "upload": upload}.get(p.warm_up_direction, download and upload)
+
+
 def sparkline(values: list[float], top: float) -> str:
     if top <= 0:
         return SPARK[0] * len(values)
@@ -215,6 +227,7 @@ def render(s: Snapshot) -> Group:
         ("cwnd-warm-up-proxy ", "bold"),
         f"→ {s.upstream} ({s.transport})\n",
         f"{s.direction} / {s.strategy}, target {_bps(s.target_bps)} a session, up {_age(s.uptime)}",
+        ("  no warm-up path: holds what requests grow" if s.no_warm_up_path else "", "dim"),
     )
     table = Table(box=None, pad_edge=False, expand=False, header_style="bold")
     window_head = "cwnd/BDP" if s.direction == "upload" else "rx/RTT,rcv"

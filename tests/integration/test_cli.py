@@ -250,3 +250,27 @@ async def test_sighup_reloads_the_config_file_without_dropping_warm_sessions(
     assert "applied: pool.pool_size, pool.bandwidth_mbps" in err
     assert "pool.pool_size = 0 must be 1-1024; still running on the previous" in err
     assert "Traceback" not in err
+
+
+async def test_run_with_nothing_but_an_upstream_works_and_says_what_it_does() -> None:
+    """The --help example: no warm-up path, so auto holds what real requests grow, and the
+    log says so (and how to let it grow windows ahead)."""
+    port = free_port()
+    async with DemoOrigin("127.0.0.1", 0) as origin:
+        proc = await start(
+            "run", "--no-tui", "--upstream", origin.url, "--listen", f"127.0.0.1:{port}"
+        )
+        await wait_port(port, proc)
+        result = await run(
+            require_tool("curl"),
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"http://127.0.0.1:{port}/cwnd/blob?size=1000",
+        )
+        assert result.stdout == b"200"
+        code, _, err = await stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert "no warm-up path: auto holds the windows that real requests grow" in err
