@@ -108,7 +108,6 @@ class ProxyService:
                 tls_cert=tls_cert,
                 tls_key=tls_key,
                 read_timeout_ms=s.read_timeout_ms,
-                idle_timeout_ms=s.idle_timeout_ms,
                 backlog=s.backlog,
             )
         else:

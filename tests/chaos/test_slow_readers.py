@@ -48,12 +48,17 @@ async def _open_get(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio
     return reader, writer
 
 
+@pytest.mark.timeout(SIZE / RATE + 120)
 @pytest.mark.parametrize("server", ["granian", "hypercorn"])
 async def test_a_slow_reader_is_flow_controlled_not_buffered(
     origin: DemoOrigin, make_proxy: ProxyFactory, server: str
 ) -> None:
     config = proxy_config(origin.port, pool_size=1)
     config.server.inbound_server = server
+    # A download outlasts the header deadline many times over: the client sends nothing
+    # while it reads, and must not be taken for a silent one (hypercorn's read_timeout
+    # did exactly that and cut the response).
+    config.server.read_timeout_ms = 2000
     async with make_proxy(config) as proxy:
         base_rss = rss_mb()
         reader, writer = await _open_get(config.server.port, f"/cwnd/blob?size={SIZE}")

@@ -48,7 +48,6 @@ class HypercornServer:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         read_timeout_ms: int = 30000,
-        idle_timeout_ms: int = 60000,
         backlog: int = 1024,
     ) -> None:
         from hypercorn.config import Config as HypercornConfig
@@ -63,8 +62,13 @@ class HypercornServer:
             config.certfile = tls_cert
             config.keyfile = tls_key
         config.alpn_protocols = ["h2", "http/1.1"]
-        config.read_timeout = max(1, read_timeout_ms // 1000)
-        config.keep_alive_timeout = max(1, idle_timeout_ms // 1000)
+        # Not hypercorn's read_timeout: it ends a connection whose client sent nothing for
+        # that long, which is every HTTP/1.1 client in the middle of a long download (the
+        # response was cut at ~31 MB for a client reading 1 MB/s; measured). Its
+        # keep_alive_timeout runs only while no request is in progress, from the moment
+        # the connection opens: a silent or slowloris connection (whose request never
+        # completes) is closed after it, an active download never.
+        config.keep_alive_timeout = max(1, read_timeout_ms // 1000)
         config.backlog = backlog
         config.accesslog = None
         config.errorlog = None
