@@ -32,6 +32,10 @@ from cwndproxy.upstream.session import H2Session, UpstreamError
 RESET_RATIO = 1.5
 ONSET_RATIO = 1.3
 MILD_RATIO = 1.15
+# Below this RTT a window restart costs a few hundred microseconds at most: the times
+# measure CPU and scheduling noise, and the verdict would flip from run to run (seen on
+# loopback).
+MIN_RTT_MS = 2.0
 
 
 class ProbeError(Exception):
@@ -188,6 +192,14 @@ def judge(result: ProbeResult) -> None:
         f"a new connection takes {cold_ratio:.1f}x the warm time "
         f"({result.cold.ttlb_ms:.0f} ms vs {warm:.0f} ms)"
     )
+    if result.rtt_min_ms < MIN_RTT_MS:
+        result.verdict = (
+            f"inconclusive: the RTT is {result.rtt_min_ms:.2f} ms, too short for the "
+            "congestion window to matter (slow start costs RTTs, and these are nearly "
+            "free); the times above are CPU noise. Probe across the path your clients use, "
+            "or an emulated WAN (cwnd-proxy testbed up)"
+        )
+        return
     if longest is not None and reset and resetting:
         worst = result.idle[f"{longest:g}"].ttlb_ms
         result.resets_after_idle = True

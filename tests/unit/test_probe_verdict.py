@@ -55,3 +55,11 @@ def test_range_ignored_is_noted() -> None:
     r.range_supported = False
     judge(r)
     assert any("ignored Range" in n for n in r.notes)
+
+
+def test_a_loopback_rtt_is_inconclusive_whatever_the_times() -> None:
+    r = result({"0.5": 40.0, "3": 90.0}, warm_ms=30.0, cold_ms=50.0)
+    r.rtt_min_ms = 0.05
+    judge(r)
+    assert r.verdict.startswith("inconclusive: the RTT is 0.05 ms")
+    assert not r.resets_after_idle
