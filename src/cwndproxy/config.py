@@ -92,9 +92,10 @@ class PoolConfig:
     reconnect_min_ms: int = 100
     reconnect_max_ms: int = 10000
     # Streams the upstream serves per connection before its GOAWAY (nginx: http2 or
-    # keepalive_requests, default 1000; HAProxy: max-reuse); each session is then replaced
-    # a quarter before, so no request meets the GOAWAY. 0 = learn it from the upstream's
-    # GOAWAYs (two at the same count).
+    # keepalive_requests, default 1000; HAProxy: max-reuse); each session's replacement is
+    # then dialled a quarter before and takes over when the session retires itself at the
+    # limit, so no request meets the GOAWAY. 0 = learn it from the upstream's GOAWAYs (two
+    # at the same count).
     upstream_max_streams: int = 0
 
 

@@ -62,7 +62,8 @@ MEANING: dict[str, str] = {
     "pool.reconnect_max_ms": "Largest reconnect back-off step.",
     "pool.upstream_max_streams": (
         "Streams the upstream serves per connection (nginx keepalive_requests, HAProxy "
-        "max-reuse); sessions are replaced a quarter before. 0 = learned from its GOAWAYs."
+        "max-reuse); a replacement is dialled a quarter before, and takes over at the limit. "
+        "0 = learned from its GOAWAYs."
     ),
     "server.host": "Inbound listen address (an IP address).",
     "server.port": "Inbound listen port.",

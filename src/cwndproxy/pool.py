@@ -301,6 +301,11 @@ class Pool:
                 self._notify()
                 try:
                     session = await (ahead if ahead is not None else self._dialer())
+                    if not session.is_usable:
+                        # The standby closed while it waited (e.g. the upstream's idle
+                        # timeout at a low request rate): dial now.
+                        session.abort("stand-by connection closed")
+                        session = await self._dialer()
                 except DialError as exc:
                     slot.last_error = str(exc)
                     slot.dial_failed = True
@@ -352,9 +357,10 @@ class Pool:
 
     async def _serve(self, session: H2Session) -> asyncio.Future[H2Session] | None:
         """Wait until ``session`` takes no more streams. Near its stream budget, dial the
-        replacement ahead and retire the session as soon as the replacement is ready, so the
-        slot never waits for a handshake and no stream meets the upstream's GOAWAY.
-        Returns the replacement's dial, if one was started."""
+        replacement ahead: the session still serves up to its last allowed stream (its
+        window is warm; a new connection is not), retires itself there with its own GOAWAY,
+        and the replacement takes over at once, with no handshake to wait for and no
+        stream sent into the upstream's GOAWAY. Returns the replacement's dial, if any."""
         unusable = asyncio.ensure_future(session.unusable.wait())
         near = asyncio.ensure_future(session.budget_near.wait())
         try:
@@ -362,9 +368,6 @@ class Pool:
             if unusable.done():
                 return None
             ahead = asyncio.ensure_future(self._dialer())
-            await asyncio.wait({unusable, ahead}, return_when=asyncio.FIRST_COMPLETED)
-            if ahead.done() and not ahead.cancelled() and ahead.exception() is None:
-                session.retire("replaced ahead of the upstream's stream limit")
             await unusable
             return ahead
         finally:
