@@ -183,3 +183,7 @@ async def test_nginx_recycling_connections_under_load_costs_no_request(
             assert sum(s.retirements for s in proxy.pool.slots) >= 30
             if configured:
                 assert proxy.pool.totals().retries == 0
+                # Each session serves its whole budget: about one connection per 100
+                # requests, not one per 75 (a session cut short at its dial-ahead point).
+                reconnects = sum(s.reconnects for s in proxy.pool.slots)
+                assert reconnects <= 6000 / 100 * 1.15, reconnects
