@@ -117,6 +117,11 @@ async def test_a_crowd_of_idle_and_slowloris_clients_locks_nobody_out(
                 tries += 1
                 answered += await _canary(port)
                 await asyncio.sleep(0.25)
+            print(
+                f"\n{server}: {IDLE} idle, {SLOWLORIS} slowloris, {SILENT} silent; canary "
+                f"{answered} of {tries}; slowloris closed {len(closed)}, silent closed "
+                f"{len(silent_closed)}"
+            )
             assert answered == tries, f"canary answered {answered} of {tries}"
             # The header deadline ended the slowloris connections (~3 s, not 30-90 s):
             # hyper's header read timeout under granian; under hypercorn its keep-alive
