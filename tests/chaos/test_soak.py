@@ -28,6 +28,7 @@ def rss_mb() -> float:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.timeout(1500 if LONG else 300)
 @pytest.mark.parametrize("keepalive_requests", [1000, 100])
 @pytest.mark.parametrize("h1", [False, True], ids=["h2c", "http1"])
 async def test_soak_through_recycling_nginx_fails_nothing(
