@@ -52,6 +52,15 @@ Send = Callable[[Message], Awaitable[None]]
 # reset it before it is forwarded. Well-behaved connections never wait.
 BURST_STREAMS = 16
 RESET_WAIT = 0.005
+# Requests of one inbound HTTP/2 connection forwarded and not yet finished, at most; more
+# wait in the proxy. granian reports a client's RST_STREAM only 165-280 ms late under a
+# flood (measured), so without a cap a rapid-reset burst became hundreds of upstream
+# streams before the first reset was seen.
+MAX_FORWARDED = 100
+# A connection whose client reset more than this many streams before their answer, and at
+# least half of all it asked, gets 429 for the rest of its requests: nginx and HAProxy close
+# such connections; an ASGI app cannot, but it can refuse to forward.
+REFUSE_RESETS = 2 * BURST_STREAMS
 # Inbound connections remembered for that (least recently used ones are forgotten).
 INBOUND_TRACKED = 4096
 
@@ -62,13 +71,43 @@ class InboundConnection:
 
     active: int = 0
     requests: int = 0
+    finished: int = 0
     # Requests whose client left (an HTTP/2 RST_STREAM) before the response started.
     early_resets: int = 0
+    # Requests forwarded upstream and not finished (HTTP/2 only), and a wake-up for those
+    # waiting for one of them to finish.
+    forwarding: int = 0
+    slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def suspect(self) -> bool:
         resets = self.early_resets > BURST_STREAMS and 2 * self.early_resets >= self.requests
         return self.active > BURST_STREAMS or resets
+
+    @property
+    def refused(self) -> bool:
+        # Against the requests already finished: under a flood most of those that arrived
+        # are still waiting, and their resets are not known yet.
+        return self.early_resets > REFUSE_RESETS and 2 * self.early_resets >= self.finished
+
+    async def forward_slot(self, left: asyncio.Event) -> bool:
+        """Wait for room under MAX_FORWARDED; False if the client left meanwhile."""
+        while self.forwarding >= MAX_FORWARDED and not left.is_set():
+            self.slot_freed.clear()
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.slot_freed, left)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+        if left.is_set():
+            return False
+        self.forwarding += 1
+        return True
+
+    def forward_done(self) -> None:
+        self.forwarding -= 1
+        self.slot_freed.set()
 
 
 # A request body up to this size is kept so that a failed attempt can be replayed.
@@ -226,6 +265,7 @@ class ForwardingApp:
             if self.in_flight == 0:
                 self._idle.set()
             inbound.active -= 1
+            inbound.finished += 1
             duration = time.monotonic() - started
             self.client_stats.record(answer.status, answer.first_byte, duration)
             if self.settings.access_log is not None:
@@ -300,19 +340,31 @@ class ForwardingApp:
             await _error(send, 400, "request body malformed or cut short", close=True)
             return
         watch: ClientWatch | None = None
+        h2 = scope.get("http_version") == "2"
+        if h2 and connection.refused:
+            await _error(send, 429, "too many streams reset by this connection")
+            return
         if body.complete:
             watch = ClientWatch(receive, body)
-            if scope.get("http_version") == "2" and await watch.left_before_forwarding(
-                burst=connection.suspect
-            ):
+            if h2 and await watch.left_before_forwarding(burst=connection.suspect):
                 connection.early_resets += 1
                 await watch.aclose()
                 return
+        counted = False
         try:
+            if h2:
+                counted = await connection.forward_slot(watch.left if watch else asyncio.Event())
+                if not counted:
+                    return  # the client left while waiting (counted below as an early reset)
+                if connection.refused:  # found out while this request waited
+                    await _error(send, 429, "too many streams reset by this connection")
+                    return
             await self._forward(
                 method, path, authority, headers, body, watch, answer, receive, trailers_ok
             )
         finally:
+            if counted:
+                connection.forward_done()
             answer.bytes_in = body.size
             if watch is not None:
                 if watch.left.is_set() and not watch.answered:
