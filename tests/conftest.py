@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ import pytest
 import trustme
 
 from cwndproxy.config import Config, validate
+from cwndproxy.nginx import NginxServer
 from cwndproxy.origin import DemoOrigin, server_ssl_context
 from cwndproxy.service import ProxyService
+from cwndproxy.testbed.origins import OriginInfo
 
 
 @dataclass
@@ -45,6 +48,59 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         for blob in cert.cert_chain_pems:
             fh.write(blob.bytes())
     return Certs(str(ca_file), str(cert_file), str(key_file))
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (in-process proxies run in it)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def proxy_argv_for_testbed(info: OriginInfo, *, pool_size: int, bandwidth_mbps: float) -> list[str]:
+    """``cwnd-proxy run`` for a testbed's client namespace, on 127.0.0.1:8080, in front of
+    the testbed's nginx over TLS, warming with its blob."""
+    return [
+        sys.executable,
+        "-m",
+        "cwndproxy",
+        "run",
+        "--no-tui",
+        "--listen",
+        "127.0.0.1:8080",
+        "--upstream",
+        info.tls_url,
+        "--ca-file",
+        info.ca_file,
+        "--pool-size",
+        str(pool_size),
+        "--bandwidth-mbps",
+        f"{bandwidth_mbps:g}",
+        "--download-path",
+        info.blob_path,
+    ]
+
+
+async def raw_http1_status(
+    port: int, raw: bytes, *, timeout: float = 10.0, read_body: bool = False
+) -> int:
+    """Send ``raw`` bytes to 127.0.0.1:``port`` on a new connection and return the status
+    of the HTTP/1 response; with ``read_body``, read on until the server closes (a request
+    sent with Connection: close)."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(raw)
+            await writer.drain()
+            line = await reader.readline()
+            if read_body:
+                await reader.read()
+        finally:
+            writer.close()
+    assert line.startswith(b"HTTP/1."), line
+    return int(line.split()[1])
 
 
 def free_port() -> int:
@@ -143,3 +199,50 @@ def require_tool(name: str) -> str:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@contextlib.asynccontextmanager
+async def proxy_to_recycling_nginx(
+    tmp_path: Path,
+    make_proxy: ProxyFactory,
+    keepalive_requests: int,
+    *,
+    upstream_max_streams: int = 0,
+) -> AsyncIterator[ProxyService]:
+    """The proxy (pool of 4, warm-up auto on a 4 MiB blob) in front of a private nginx that
+    ends each connection with GOAWAY(NO_ERROR) after ``keepalive_requests`` streams; it
+    serves /small.bin (1 KiB) for load."""
+    require_tool("nginx")
+    server = NginxServer(
+        tmp_path / "nginx", h2c_port=free_port(), keepalive_requests=keepalive_requests
+    )
+    server.add_blob("blob.bin", 4 * 1024 * 1024)
+    server.add_blob("small.bin", 1024)
+    with server:
+        assert server.h2c_port is not None
+        config = proxy_config(server.h2c_port, pool_size=4)
+        config.pool.strategy = "auto"
+        config.pool.warm_up_download_path = "/blob.bin"
+        config.pool.upstream_max_streams = upstream_max_streams
+        async with make_proxy(config) as proxy:
+            yield proxy
+
+
+async def h2load_small(port: int, requests: int, *, h1: bool, timeout: float) -> str:
+    """h2load, 20 clients (x 10 streams over h2c, 1 over HTTP/1.1) fetching /small.bin from
+    the proxy on ``port``; its report, after checking it ran."""
+    result = await run(
+        require_tool("h2load"),
+        *(["--h1"] if h1 else []),
+        "-n",
+        str(requests),
+        "-c",
+        "20",
+        "-m",
+        "1" if h1 else "10",
+        f"http://127.0.0.1:{port}/small.bin",
+        timeout=timeout,
+    )
+    text = result.stdout.decode()
+    assert result.code == 0, text + result.stderr.decode()
+    return text

@@ -20,7 +20,7 @@ import pytest
 from cwndproxy.origin import DemoOrigin
 from cwndproxy.proxy.app import BURST_STREAMS, MAX_FORWARDED, REFUSE_RESETS
 from cwndproxy.service import ProxyService
-from tests.conftest import ProxyFactory, proxy_config
+from tests.conftest import ProxyFactory, proxy_config, raw_http1_status
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
@@ -78,11 +78,15 @@ class RawH2:
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
 
+    def header_block(
+        self, path: str = "/echo", extra: list[tuple[str, str]] | None = None
+    ) -> bytes:
+        """A GET's header block (HPACK), with ``extra`` fields after the pseudo-headers."""
+        fields = [(":method", "GET"), (":scheme", "http"), (":path", path), (":authority", "x")]
+        return self.encoder.encode(fields + (extra or []))
+
     def request(self, stream_id: int, path: str = "/echo", flags: int = END_STREAM) -> bytes:
-        block = self.encoder.encode(
-            [(":method", "GET"), (":scheme", "http"), (":path", path), (":authority", "x")]
-        )
-        return frame(HEADERS, flags | END_HEADERS, stream_id, block)
+        return frame(HEADERS, flags | END_HEADERS, stream_id, self.header_block(path))
 
     async def _read(self) -> None:
         buf = b""
@@ -131,15 +135,7 @@ class RawH2:
 
 async def canary(port: int) -> int:
     """One well-behaved HTTP/1.1 request on its own connection: its status."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET /echo?canary HTTP/1.1\r\nHost: x\r\n\r\n")
-        await writer.drain()
-        async with asyncio.timeout(10):
-            line = await reader.readline()
-    finally:
-        writer.close()
-    return int(line.split()[1])
+    return await raw_http1_status(port, b"GET /echo?canary HTTP/1.1\r\nHost: x\r\n\r\n")
 
 
 def pool_sessions(proxy: ProxyService) -> list[object]:
@@ -188,11 +184,12 @@ async def test_rapid_reset_never_reaches_the_upstream(
         await asyncio.sleep(0.5)
         reached = [r for r in origin.request_log if r.target.startswith("/slow")]
         # hypercorn reports a reset at once: at most the first streams of the burst, before
-        # it counts as one, are forwarded. granian reports it 165-280 ms late under a flood
-        # (measured), so up to MAX_FORWARDED streams are in flight before the first reset is
-        # seen; they are cancelled as the resets arrive, and once REFUSE_RESETS of them are
-        # known the connection gets 429s. Measured: 0-100 (granian), 0 (hypercorn); before
-        # the fix: 15-917 (granian) and 200 (hypercorn) of 1,000 reached the origin.
+        # it counts as one, are forwarded. granian delivered it 165-280 ms late under a flood
+        # (one instrumented run), so up to MAX_FORWARDED streams are in flight before the
+        # first reset is seen; they are cancelled as the resets arrive, and once
+        # REFUSE_RESETS of them are known the connection gets 429s. Measured: 0-100
+        # (granian), 0 (hypercorn); before the fix: 15-917 (granian) and 200 (hypercorn)
+        # of 1,000 reached the origin.
         bound = MAX_FORWARDED + REFUSE_RESETS if server == "granian" else BURST_STREAMS
         print(f"\n{server}: {len(reached)} of 1000 reset streams reached the upstream")
         assert len(reached) <= bound, f"{len(reached)} reset streams reached the upstream"
@@ -206,10 +203,8 @@ async def test_continuation_flood_is_cut_off(
     async with proxy_under(make_proxy, origin, server) as proxy:
         before = rss_mb()
         async with RawH2.connect(proxy.config.server.port) as client:
-            block = client.encoder.encode(
-                [(":method", "GET"), (":scheme", "http"), (":path", "/echo"), (":authority", "x")]
-            )
-            client.send(frame(HEADERS, END_STREAM, 1, block))
+            # The same block, but without END_HEADERS: a header block that never ends.
+            client.send(frame(HEADERS, END_STREAM, 1, client.header_block()))
             filler = b"\x40\x05x-pad\x05aaaaa" * 100  # literal headers, 1.3 kB a frame
             for i in range(20_000):  # 26 MB of header block at most
                 client.send(frame(CONTINUATION, 0, 1, filler))
@@ -271,9 +266,7 @@ async def test_ten_thousand_headers_over_h2_stay_out_of_the_upstream(
 ) -> None:
     async with proxy_under(make_proxy, origin, server) as proxy:
         async with RawH2.connect(proxy.config.server.port) as client:
-            fields = [(":method", "GET"), (":scheme", "http"), (":path", "/echo")]
-            fields += [(":authority", "x")] + [(f"x-h{i}", "v") for i in range(10_000)]
-            block = client.encoder.encode(fields)
+            block = client.header_block(extra=[(f"x-h{i}", "v") for i in range(10_000)])
             chunks = [block[i : i + 16384] for i in range(0, len(block), 16384)]
             client.send(frame(HEADERS, END_STREAM, 1, chunks[0]))
             for i, chunk in enumerate(chunks[1:], 1):

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import subprocess
-import sys
 import time
 
 import pytest
 
 from cwndproxy.testbed import netns, origins
+from tests.conftest import proxy_argv_for_testbed
 from tests.wan.test_testbed import REASON
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -28,25 +28,7 @@ def test_no_stream_gets_stuck_on_a_lossy_link() -> None:
         info = origins.start_nginx(tb, blob_size=4_000_000)
         proxy = tb.popen(
             "c",
-            [
-                sys.executable,
-                "-m",
-                "cwndproxy",
-                "run",
-                "--no-tui",
-                "--listen",
-                "127.0.0.1:8080",
-                "--upstream",
-                info.tls_url,
-                "--ca-file",
-                info.ca_file,
-                "--pool-size",
-                "2",
-                "--bandwidth-mbps",
-                "20",
-                "--download-path",
-                info.blob_path,
-            ],
+            proxy_argv_for_testbed(info, pool_size=2, bandwidth_mbps=20),
             register="proxy",
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

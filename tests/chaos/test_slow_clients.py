@@ -14,7 +14,7 @@ import os
 import pytest
 
 from cwndproxy.origin import DemoOrigin
-from tests.conftest import ProxyFactory, proxy_config
+from tests.conftest import ProxyFactory, proxy_config, raw_http1_status
 
 LONG = os.environ.get("CWND_CHAOS") == "long"
 IDLE = 1000 if LONG else 300
@@ -37,32 +37,18 @@ async def _idle_client(port: int, ready: asyncio.Event, stop: asyncio.Event) -> 
         writer.close()
 
 
-async def _slowloris(port: int, stop: asyncio.Event, closed: list[bool]) -> None:
-    """Headers one byte at a time, never finished; notes whether the server hung up."""
+async def _lingering(
+    port: int, stop: asyncio.Event, closed: list[bool], *, head: bytes = b"", trickle: bytes = b""
+) -> None:
+    """Sends ``head`` (a request head never finished), then ``trickle`` once a second, and
+    notes whether the server hung up. Slowloris: a partial head and a byte a second; a silent
+    connection: nothing at all."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        writer.write(head)
         while not stop.is_set():
-            writer.write(b"X")
+            writer.write(trickle)
             await writer.drain()
-            try:
-                async with asyncio.timeout(1.0):
-                    if not await reader.read(1024):
-                        closed.append(True)
-                        return
-            except TimeoutError:
-                pass
-    except (ConnectionError, OSError):
-        closed.append(True)
-    finally:
-        writer.close()
-
-
-async def _silent(port: int, stop: asyncio.Event, closed: list[bool]) -> None:
-    """Connects and sends nothing at all."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while not stop.is_set():
             try:
                 async with asyncio.timeout(1.0):
                     if not await reader.read(1024):
@@ -78,14 +64,9 @@ async def _silent(port: int, stop: asyncio.Event, closed: list[bool]) -> None:
 
 async def _canary(port: int) -> bool:
     try:
-        async with asyncio.timeout(3.0):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            line = await reader.readline()
-            writer.close()
-            return line.startswith(b"HTTP/1.1 200")
-    except (TimeoutError, OSError):
+        request = b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        return await raw_http1_status(port, request, timeout=3.0) == 200
+    except (TimeoutError, OSError, AssertionError):
         return False
 
 
@@ -102,9 +83,16 @@ async def test_a_crowd_of_idle_and_slowloris_clients_locks_nobody_out(
         readies = [asyncio.Event() for _ in range(IDLE)]
         closed: list[bool] = []
         crowd = [asyncio.create_task(_idle_client(port, r, stop)) for r in readies]
-        crowd += [asyncio.create_task(_slowloris(port, stop, closed)) for _ in range(SLOWLORIS)]
+        crowd += [
+            asyncio.create_task(
+                _lingering(
+                    port, stop, closed, head=b"GET /echo HTTP/1.1\r\nHost: x\r\n", trickle=b"X"
+                )
+            )
+            for _ in range(SLOWLORIS)
+        ]
         silent_closed: list[bool] = []
-        crowd += [asyncio.create_task(_silent(port, stop, silent_closed)) for _ in range(SILENT)]
+        crowd += [asyncio.create_task(_lingering(port, stop, silent_closed)) for _ in range(SILENT)]
         try:
             async with asyncio.timeout(30):
                 for ready in readies:

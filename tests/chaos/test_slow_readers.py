@@ -15,21 +15,12 @@ import pytest
 
 from cwndproxy.origin import DemoOrigin
 from cwndproxy.service import ProxyService
-from tests.conftest import ProxyFactory, proxy_config
+from tests.conftest import ProxyFactory, proxy_config, rss_mb
 
 LONG = os.environ.get("CWND_CHAOS") == "long"
 SIZE = (1 << 30) if LONG else 48 << 20
 RATE = 1_000_000 if LONG else 6_000_000
 MIB = 1 << 20
-
-
-def rss_mb() -> float:
-    """This process's resident memory now (the proxy runs in it)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def upstream_received(proxy: ProxyService) -> int:

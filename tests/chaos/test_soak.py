@@ -13,19 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cwndproxy.nginx import NginxServer
-from tests.conftest import ProxyFactory, free_port, proxy_config, require_tool, run
+from tests.conftest import ProxyFactory, h2load_small, proxy_to_recycling_nginx, rss_mb
 
 LONG = os.environ.get("CWND_CHAOS") == "long"
 REQUESTS = 200_000 if LONG else 4_000
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.mark.timeout(1500 if LONG else 300)
@@ -34,48 +25,23 @@ def rss_mb() -> float:
 async def test_soak_through_recycling_nginx_fails_nothing(
     tmp_path: Path, make_proxy: ProxyFactory, keepalive_requests: int, h1: bool
 ) -> None:
-    h2load = require_tool("h2load")
-    require_tool("nginx")
-    server = NginxServer(
-        tmp_path / "nginx", h2c_port=free_port(), keepalive_requests=keepalive_requests
-    )
-    server.add_blob("blob.bin", 4 * 1024 * 1024)
-    server.add_blob("small.bin", 1024)
-    with server:
-        assert server.h2c_port is not None
-        config = proxy_config(server.h2c_port, pool_size=4)
-        config.pool.strategy = "auto"
-        config.pool.warm_up_download_path = "/blob.bin"
-        async with make_proxy(config) as proxy:
-            rss_before = rss_mb()
-            started = time.monotonic()
-            result = await run(
-                h2load,
-                *(["--h1"] if h1 else []),
-                "-n",
-                str(REQUESTS),
-                "-c",
-                "20",
-                "-m",
-                "1" if h1 else "10",
-                f"http://127.0.0.1:{config.server.port}/small.bin",
-                timeout=1500,
-            )
-            took = time.monotonic() - started
-            text = result.stdout.decode()
-            slots = proxy.pool.slots
-            totals = proxy.pool.totals()
-            summary = re.search(r"requests: .*", text)
-            print(
-                f"\n{REQUESTS} requests, keepalive_requests {keepalive_requests}, "
-                f"{'HTTP/1.1' if h1 else 'h2c'}: {REQUESTS / took:.0f} req/s; "
-                f"{summary[0] if summary else text[-300:]}; "
-                f"upstream retries {totals.retries}, reconnects "
-                f"{sum(s.reconnects for s in slots)} (retired ahead "
-                f"{sum(s.retirements for s in slots)}), back-offs "
-                f"{sum(s.backoffs for s in slots)}; RSS {rss_before:.0f} -> {rss_mb():.0f} MB"
-            )
-            assert result.code == 0, text + result.stderr.decode()
-            assert f"{REQUESTS} succeeded, 0 failed, 0 errored" in text, text
-            assert sum(s.backoffs for s in slots) == 0
-            assert proxy.pool.ready_count == 4
+    async with proxy_to_recycling_nginx(tmp_path, make_proxy, keepalive_requests) as proxy:
+        rss_before = rss_mb()
+        started = time.monotonic()
+        text = await h2load_small(proxy.config.server.port, REQUESTS, h1=h1, timeout=1500)
+        took = time.monotonic() - started
+        slots = proxy.pool.slots
+        totals = proxy.pool.totals()
+        summary = re.search(r"requests: .*", text)
+        print(
+            f"\n{REQUESTS} requests, keepalive_requests {keepalive_requests}, "
+            f"{'HTTP/1.1' if h1 else 'h2c'}: {REQUESTS / took:.0f} req/s; "
+            f"{summary[0] if summary else text[-300:]}; "
+            f"upstream retries {totals.retries}, reconnects "
+            f"{sum(s.reconnects for s in slots)} (retired ahead "
+            f"{sum(s.retirements for s in slots)}), back-offs "
+            f"{sum(s.backoffs for s in slots)}; RSS {rss_before:.0f} -> {rss_mb():.0f} MB"
+        )
+        assert f"{REQUESTS} succeeded, 0 failed, 0 errored" in text, text
+        assert sum(s.backoffs for s in slots) == 0
+        assert proxy.pool.ready_count == 4

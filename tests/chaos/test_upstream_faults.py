@@ -13,7 +13,14 @@ import asyncio
 import time
 
 from cwndproxy.origin import DemoOrigin
-from tests.conftest import ProxyFactory, free_port, proxy_config, require_tool, run
+from tests.conftest import (
+    ProxyFactory,
+    free_port,
+    proxy_config,
+    raw_http1_status,
+    require_tool,
+    run,
+)
 
 LOAD_WORKERS = 8
 OUTAGE = 2.0
@@ -53,16 +60,11 @@ async def test_resets_and_crashes_reach_only_their_own_client(
 
 
 async def _get(port: int) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"GET /cwnd/blob?size=2000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        async with asyncio.timeout(10):
-            line = await reader.readline()
-            await reader.read()
-        return int(line.split()[1])
-    finally:
-        writer.close()
+    return await raw_http1_status(
+        port,
+        b"GET /cwnd/blob?size=2000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        read_body=True,
+    )
 
 
 async def test_upstream_killed_and_restarted_under_load(make_proxy: ProxyFactory) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cwndproxy.dashboard import json_line, log_line, render, snapshot
+from cwndproxy.dashboard import log_line, render, snapshot, status_fields
+from cwndproxy.logs import JsonFormatter
 from cwndproxy.origin import DemoOrigin
 from tests.conftest import ProxyFactory, free_port, proxy_config, require_tool, run
 
@@ -142,8 +144,11 @@ async def test_snapshot_render_and_headless_lines(
         assert snap.totals["dummy_rx"] > 0
         line = log_line(snap)
         assert "ready 2/2" in line and "dummy" in line
-        data = json.loads(json_line(snap))
-        assert data["rows"][0]["index"] == 0 and "ts" in data
+        # The periodic status as --log-format json writes it.
+        record = logging.LogRecord("cwndproxy", logging.INFO, "", 0, "status", None, None)
+        record.fields = status_fields(snap)
+        data = json.loads(JsonFormatter().format(record))
+        assert data["rows"][0]["index"] == 0 and "ts" in data and "history_real" not in data
         from rich.console import Console
 
         console = Console(width=80, record=True, file=io.StringIO())

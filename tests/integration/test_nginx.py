@@ -11,7 +11,16 @@ import pytest
 
 from cwndproxy.nginx import NginxServer
 from cwndproxy.origin import blob_bytes
-from tests.conftest import Certs, ProxyFactory, free_port, proxy_config, require_tool, run
+from tests.conftest import (
+    Certs,
+    ProxyFactory,
+    free_port,
+    h2load_small,
+    proxy_config,
+    proxy_to_recycling_nginx,
+    require_tool,
+    run,
+)
 
 SIZE = 64 * 1024 * 1024
 
@@ -148,42 +157,20 @@ async def test_nginx_recycling_connections_under_load_costs_no_request(
     Under load, with warm-up traffic on, no client request may fail and the pool never
     backs off. The pool learns the limit and replaces sessions before it; told the limit
     (pool.upstream_max_streams), not one request even needs a retry."""
-    h2load = require_tool("h2load")
-    require_tool("nginx")
-    server = NginxServer(tmp_path / "nginx", h2c_port=free_port(), keepalive_requests=100)
-    server.add_blob("blob.bin", 4 * 1024 * 1024)
-    server.add_blob("small.bin", 1024)
-    with server:
-        assert server.h2c_port is not None
-        config = proxy_config(server.h2c_port, pool_size=4)
-        config.pool.strategy = "auto"
-        config.pool.warm_up_download_path = "/blob.bin"
-        config.pool.upstream_max_streams = 100 if configured else 0
-        async with make_proxy(config) as proxy:
-            result = await run(
-                h2load,
-                *(["--h1"] if h1 else []),
-                "-n",
-                "6000",
-                "-c",
-                "20",
-                "-m",
-                "1" if h1 else "10",
-                f"http://127.0.0.1:{config.server.port}/small.bin",
-                timeout=240,
-            )
-            text = result.stdout.decode()
-            assert result.code == 0, text + result.stderr.decode()
-            assert "6000 succeeded, 0 failed, 0 errored" in text, text
-            assert sum(s.reconnects for s in proxy.pool.slots) >= 40, "nginx recycled"
-            assert sum(s.backoffs for s in proxy.pool.slots) == 0
-            # The pool learned nginx's limit and from then on replaced sessions itself,
-            # before any stream met nginx's GOAWAY.
-            assert proxy.pool.stream_budget == 100
-            assert sum(s.retirements for s in proxy.pool.slots) >= 30
-            if configured:
-                assert proxy.pool.totals().retries == 0
-                # Each session serves its whole budget: about one connection per 100
-                # requests, not one per 75 (a session cut short at its dial-ahead point).
-                reconnects = sum(s.reconnects for s in proxy.pool.slots)
-                assert reconnects <= 6000 / 100 * 1.15, reconnects
+    async with proxy_to_recycling_nginx(
+        tmp_path, make_proxy, 100, upstream_max_streams=100 if configured else 0
+    ) as proxy:
+        text = await h2load_small(proxy.config.server.port, 6000, h1=h1, timeout=240)
+        assert "6000 succeeded, 0 failed, 0 errored" in text, text
+        assert sum(s.reconnects for s in proxy.pool.slots) >= 40, "nginx recycled"
+        assert sum(s.backoffs for s in proxy.pool.slots) == 0
+        # The pool learned nginx's limit and from then on replaced sessions itself,
+        # before any stream met nginx's GOAWAY.
+        assert proxy.pool.stream_budget == 100
+        assert sum(s.retirements for s in proxy.pool.slots) >= 30
+        if configured:
+            assert proxy.pool.totals().retries == 0
+            # Each session serves its whole budget: about one connection per 100
+            # requests, not one per 75 (a session cut short at its dial-ahead point).
+            reconnects = sum(s.reconnects for s in proxy.pool.slots)
+            assert reconnects <= 6000 / 100 * 1.15, reconnects

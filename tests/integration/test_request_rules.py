@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from cwndproxy.origin import DemoOrigin
-from tests.conftest import ProxyFactory, proxy_config
+from tests.conftest import ProxyFactory, proxy_config, raw_http1_status
 
 CASES = {
     # name: (raw request, acceptable statuses)
@@ -74,19 +74,6 @@ GRANIAN_RESOLVES = {"CL.TE", "TE.CL"}
 LENIENT = {("bare LF", "granian"), ("bare LF", "hypercorn"), ("obs-fold", "hypercorn")}
 
 
-async def _status_of(port: int, raw: bytes) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        async with asyncio.timeout(10):
-            line = await reader.readline()
-    finally:
-        writer.close()
-    assert line.startswith(b"HTTP/1."), line
-    return int(line.split()[1])
-
-
 @pytest.mark.parametrize("server", ["granian", "hypercorn"])
 @pytest.mark.parametrize("case", list(CASES))
 async def test_a_bad_request_never_reaches_the_upstream(
@@ -96,7 +83,7 @@ async def test_a_bad_request_never_reaches_the_upstream(
     config.server.inbound_server = server
     async with make_proxy(config) as proxy:
         raw, statuses = CASES[case]
-        status = await _status_of(config.server.port, raw)
+        status = await raw_http1_status(config.server.port, raw)
         await asyncio.sleep(0.1)
         if (case, server) in LENIENT:
             assert status in {200, 400}
@@ -117,5 +104,5 @@ async def test_a_bad_request_never_reaches_the_upstream(
             assert [r.target for r in origin.request_log] == []
         assert all(s.reconnects == 0 for s in proxy.pool.slots)
         # The pool still serves a good request.
-        good = await _status_of(config.server.port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        good = await raw_http1_status(config.server.port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
         assert good == 200

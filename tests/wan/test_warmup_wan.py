@@ -12,6 +12,7 @@ import pytest
 
 from cwndproxy.testbed import netns, origins
 from cwndproxy.testbed.observer import KernelSample
+from tests.conftest import proxy_argv_for_testbed
 from tests.wan.test_testbed import REASON
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -29,25 +30,7 @@ def run_arm(strategy: str | None) -> tuple[list[KernelSample], float, float]:
     with netns.Testbed(netns.LinkSpec(RTT, RATE)) as tb:
         info = origins.start_nginx(tb, blob_size=4_000_000)
         observer = tb.observer(origins.TLS_PORT, 0.02)
-        argv = [
-            sys.executable,
-            "-m",
-            "cwndproxy",
-            "run",
-            "--no-tui",
-            "--listen",
-            "127.0.0.1:8080",
-            "--upstream",
-            info.tls_url,
-            "--ca-file",
-            info.ca_file,
-            "--pool-size",
-            "1",
-            "--bandwidth-mbps",
-            "20",
-            "--download-path",
-            info.blob_path,
-        ]
+        argv = proxy_argv_for_testbed(info, pool_size=1, bandwidth_mbps=20)
         if strategy is not None:
             argv += ["--strategy", strategy]
         proxy = tb.popen(
