@@ -30,6 +30,7 @@ from cwndproxy.logs import setup_logging
 
 if TYPE_CHECKING:
     from cwndproxy.service import ProxyService
+    from cwndproxy.testbed import netns, origins
 
 log = logging.getLogger("cwndproxy")
 
@@ -406,7 +407,7 @@ async def _serve_until_signal(
     banner: str | None = None,
     reload_config: Callable[[], Config] | None = None,
 ) -> int:
-    from cwndproxy.dashboard import run_headless, run_tui, warm_up_path
+    from cwndproxy.dashboard import run_headless, run_tui
     from cwndproxy.service import ListenError, ProxyService, wait_for_signal
 
     if config.target.tls_insecure_skip_verify:
@@ -434,7 +435,7 @@ async def _serve_until_signal(
             log.info("%s", " ".join(banner.split()))  # every line JSON, the banner too
         else:
             print(banner, flush=True)
-    if config.pool.strategy in ("auto", "ping") and not warm_up_path(config):
+    if config.holds_only_what_requests_grow:
         log.info(
             "no warm-up path: %s holds the windows that real requests grow; "
             "--download-path (a large object with Range) lets it grow them ahead",
@@ -599,7 +600,9 @@ DEMO_OBJECT = 4_000_000
 DEMO_IDLE = 3.0
 
 
-def _demo_compare(tb: Any, info: Any, argv: list[str], listen: str, link: Any) -> str:
+def _demo_compare(
+    tb: netns.Testbed, info: origins.OriginInfo, argv: list[str], listen: str, link: netns.LinkSpec
+) -> str:
     """The effect the product exists for, measured once on this machine before the
     dashboard starts: the same object after idle through the warm proxy, straight from the
     origin on a new connection, and straight on a connection reused after the same idle."""

@@ -169,6 +169,18 @@ class Config:
         return math.floor(bps)
 
     @property
+    def holds_only_what_requests_grow(self) -> bool:
+        """auto or ping without a path to send dummy traffic on for the warmed direction:
+        only real requests grow the windows that the PINGs then hold."""
+        p = self.pool
+        download = p.warm_up_download_path is not None
+        upload = p.warm_up_upload_path is not None
+        has_path = {"download": download, "upload": upload}.get(
+            p.warm_up_direction, download and upload
+        )
+        return p.strategy in ("auto", "ping") and not has_path
+
+    @property
     def upstream_url(self) -> str:
         return format_url(self.target.tls, self.target.host, self.target.port)
 

@@ -12,7 +12,6 @@ warmed direction:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,6 @@ from cwndproxy.monitor import Monitor
 from cwndproxy.upstream.tcpinfo import read_tcp_info
 
 if TYPE_CHECKING:
-    from cwndproxy.config import Config
     from cwndproxy.service import ProxyService
 
 log = logging.getLogger("cwndproxy")
@@ -179,7 +177,7 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
         upstream=config.upstream_url,
         transport="TLS h2" if config.target.tls else "h2c",
         direction=direction,
-        no_warm_up_path=config.pool.strategy in ("auto", "ping") and not warm_up_path(config),
+        no_warm_up_path=config.holds_only_what_requests_grow,
         strategy=config.pool.strategy,
         target_bps=target,
         pool_size=config.pool.pool_size,
@@ -203,14 +201,6 @@ def snapshot(service: ProxyService, monitor: Monitor) -> Snapshot:
         history_dummy=[(h[2] + h[3]) * 8 for h in hist],
         warnings=warnings,
     )
-
-
-def warm_up_path(config: Config) -> bool:
-    """Whether the warmed direction has a path to send dummy traffic on."""
-    p = config.pool
-    download = p.warm_up_download_path is not None
-    upload = p.warm_up_upload_path is not None
-    return {"download": download, "upload": upload}.get(p.warm_up_direction, download and upload)
 
 
 def sparkline(values: list[float], top: float) -> str:
@@ -320,10 +310,6 @@ def status_fields(s: Snapshot) -> dict[str, Any]:
     fields = asdict(s)
     del fields["history_real"], fields["history_dummy"]
     return fields
-
-
-def json_line(s: Snapshot) -> str:
-    return json.dumps(status_fields(s) | {"ts": time.time()}, separators=(",", ":"))
 
 
 async def run_tui(

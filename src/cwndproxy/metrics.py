@@ -143,9 +143,12 @@ class Histogram:
     """Cumulative-bucket histogram as Prometheus exposes it (counts per upper bound)."""
 
     bounds: tuple[float, ...] = LATENCY_BUCKETS
-    counts: list[int] = dataclasses.field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    counts: list[int] = dataclasses.field(init=False)
     total: float = 0.0
     n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.bounds)
 
     def observe(self, value: float) -> None:
         self.n += 1

@@ -13,7 +13,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,9 +246,13 @@ class Pool:
         self._reconnect_min, self._reconnect_max = reconnect_min, reconnect_max
         if stream_budget is not None and stream_budget != self.stream_budget:
             self.stream_budget = stream_budget
-            for slot in self.slots:
-                if slot.session is not None:
-                    slot.session.set_stream_budget(stream_budget, budget_headroom(stream_budget))
+            self._apply_stream_budget(s.session for s in self.slots if s.session is not None)
+
+    def _apply_stream_budget(self, sessions: Iterable[H2Session]) -> None:
+        budget = self.stream_budget
+        if budget is not None:
+            for session in sessions:
+                session.set_stream_budget(budget, budget_headroom(budget))
 
     def resize(self, size: int, grace: float) -> list[PoolSlot]:
         """Grow (new slots dial at once) or shrink (the last slots stop; their sessions
@@ -313,10 +317,7 @@ class Pool:
                     continue
                 finally:
                     ahead = None
-                if self.stream_budget is not None:
-                    session.set_stream_budget(
-                        self.stream_budget, budget_headroom(self.stream_budget)
-                    )
+                self._apply_stream_budget([session])
                 slot.session = session
                 slot.set_state(SlotState.READY)
                 slot.last_error = None
@@ -391,16 +392,13 @@ class Pool:
         if accepted != previous or accepted == self.stream_budget:
             return
         self.stream_budget = accepted
-        headroom = budget_headroom(accepted)
         log.info(
-            "the upstream ends connections after %d streams: each session is replaced "
-            "%d streams before that",
+            "the upstream ends connections after %d streams: each session's replacement is "
+            "dialled %d streams before, and takes over there",
             accepted,
-            headroom,
+            budget_headroom(accepted),
         )
-        for slot in self.slots:
-            if slot.session is not None:
-                slot.session.set_stream_budget(accepted, headroom)
+        self._apply_stream_budget(s.session for s in self.slots if s.session is not None)
 
     async def _back_off(self, slot: PoolSlot, action: str, level: int) -> None:
         delay = backoff_delay(slot.consecutive_failures, self._reconnect_min, self._reconnect_max)

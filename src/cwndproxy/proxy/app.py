@@ -53,9 +53,10 @@ Send = Callable[[Message], Awaitable[None]]
 BURST_STREAMS = 16
 RESET_WAIT = 0.005
 # Requests of one inbound HTTP/2 connection forwarded and not yet finished, at most; more
-# wait in the proxy. granian reports a client's RST_STREAM only 165-280 ms late under a
-# flood (measured), so without a cap a rapid-reset burst became hundreds of upstream
-# streams before the first reset was seen.
+# wait in the proxy. Under a flood through the proxy, granian delivered the disconnect of a
+# reset stream 165-280 ms late (one run, with temporary instrumentation; a bare app sees
+# resets within 1 ms: bench/reset_latency.py), so without a cap a rapid-reset burst became
+# hundreds of upstream streams before the first reset was seen.
 MAX_FORWARDED = 100
 # A connection whose client reset more than this many streams before their answer, and at
 # least half of all it asked, gets 429 for the rest of its requests: nginx and HAProxy close
@@ -367,7 +368,7 @@ class ForwardingApp:
                 connection.forward_done()
             answer.bytes_in = body.size
             if watch is not None:
-                if watch.left.is_set() and not watch.answered:
+                if watch.left.is_set() and answer.status is None:
                     connection.early_resets += 1
                 await watch.aclose()
 
@@ -578,8 +579,6 @@ class _Exchange:
         if want_trailers:
             start["trailers"] = True
         self.response_started = True
-        if self.watch is not None:
-            self.watch.answered = True
         await _send_within(send, start, write_timeout)
         chunk = first
         while chunk:
@@ -707,8 +706,6 @@ class ClientWatch:
     def __init__(self, receive: Receive, body: RequestBody) -> None:
         self.stream: UpstreamStream | None = None
         self.left = asyncio.Event()
-        # Whether the response started before the client left.
-        self.answered = False
         self._body = body
         self._task = asyncio.get_running_loop().create_task(self._watch(receive))
 
