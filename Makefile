@@ -33,8 +33,8 @@ run: $(STAMP)
 	$(BIN)/cwnd-proxy demo
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
@@ -50,7 +50,7 @@ chaos: $(DEV_STAMP) apt-tools
 	CWND_CHAOS=long $(BIN)/pytest -q tests/chaos
 
 bench-loopback: $(DEV_STAMP) apt-tools
-	$(BIN)/python bench/loopback.py
+	$(BIN)/python -m cwndproxy.lab.bench.loopback
 
 # The warm-up benchmark on the emulated WAN (root: namespaces, TUN). Writes
 # bench/results/warmup/{results.json,cwnd.png,ttlb.png}.
@@ -74,7 +74,7 @@ bench-ping-hold: $(DEV_STAMP) apt-tools
 	$(BIN)/cwnd-proxy bench --ping-hold
 
 bench-testbed: $(DEV_STAMP) apt-tools
-	$(BIN)/python bench/testbed_check.py
+	$(BIN)/python -m cwndproxy.lab.bench.testbed_check
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -17,10 +17,14 @@ import pytest
 import trustme
 
 from cwndproxy.config import Config, validate
-from cwndproxy.nginx import NginxServer
-from cwndproxy.origin import DemoOrigin, server_ssl_context
+from cwndproxy.http2 import perf
+from cwndproxy.lab.nginx import NginxServer
+from cwndproxy.lab.origin import DemoOrigin, server_ssl_context
+from cwndproxy.lab.testbed.origins import OriginInfo
 from cwndproxy.service import ProxyService
-from cwndproxy.testbed.origins import OriginInfo
+
+# What the CLI does at process start, so in-process proxies run as the real one does.
+perf.apply()
 
 
 @dataclass

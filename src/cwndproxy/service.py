@@ -8,16 +8,17 @@ import logging
 import signal
 import time
 
-from cwndproxy import perf
 from cwndproxy.config import Config, parse_host_port
-from cwndproxy.exporter import AdminServer
-from cwndproxy.logs import access_logger
-from cwndproxy.monitor import Monitor
-from cwndproxy.pool import Pool, PoolSlot
+from cwndproxy.config.reload import ReloadPlan, plan_reload
+from cwndproxy.pool.pool import Pool
+from cwndproxy.pool.slot import PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
 from cwndproxy.proxy.request_rules import HeaderLimits
 from cwndproxy.proxy.server import HypercornServer, InboundServer
-from cwndproxy.reload import ReloadPlan, plan_reload
+from cwndproxy.telemetry.exporter import AdminServer
+from cwndproxy.telemetry.logs import access_logger
+from cwndproxy.telemetry.sampler import Monitor
+from cwndproxy.telemetry.sources import TelemetrySources
 from cwndproxy.upstream.dial import UpstreamTarget
 from cwndproxy.upstream.session import H2Session, SessionSettings
 from cwndproxy.warmup.controller import WarmupController, WarmupSettings
@@ -84,7 +85,6 @@ class ListenError(Exception):
 
 class ProxyService:
     def __init__(self, config: Config) -> None:
-        perf.apply()
         self.config = config
         p, s = config.pool, config.server
         self.pool = Pool(
@@ -126,10 +126,17 @@ class ProxyService:
             )
         self.started_at = time.monotonic()
         self.monitor = Monitor(self.pool)
+        self.telemetry = TelemetrySources(
+            pool=self.pool,
+            sampler=self.monitor,
+            client_stats=self.app.client_stats,
+            started_at=self.started_at,
+            current_config=lambda: self.config,
+        )
         self.admin: AdminServer | None = None
         if s.admin:
             host, port = parse_host_port(s.admin, "server.admin")
-            self.admin = AdminServer(self, host, port)
+            self.admin = AdminServer(self.telemetry, host, port)
         # Real traffic anywhere in the pool pauses grows everywhere; one session grows at a time.
         self.warmup = WarmupCoordinator()
         if p.strategy != "off":

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 import hpack
 import pytest
 
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
 from cwndproxy.proxy.app import BURST_STREAMS, MAX_FORWARDED, REFUSE_RESETS
 from cwndproxy.service import ProxyService
 from tests.conftest import ProxyFactory, proxy_config, raw_http1_status

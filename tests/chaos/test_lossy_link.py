@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cwndproxy.testbed import netns, origins
+from cwndproxy.lab.testbed import netns, origins
 from tests.conftest import proxy_argv_for_testbed
 from tests.wan.test_testbed import REASON
 

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
 from tests.conftest import ProxyFactory, proxy_config, raw_http1_status
 
 LONG = os.environ.get("CWND_CHAOS") == "long"

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
 from cwndproxy.service import ProxyService
 from tests.conftest import ProxyFactory, proxy_config, rss_mb
 

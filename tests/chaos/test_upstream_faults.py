@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
 from tests.conftest import (
     ProxyFactory,
     free_port,

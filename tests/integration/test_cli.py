@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
 from tests.conftest import free_port, require_tool, run
 
 

@@ -11,7 +11,7 @@ import h2.config
 import h2.connection
 import pytest
 
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
 from tests.conftest import ProxyFactory, proxy_config
 
 BODY = 2_000_000

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
 from cwndproxy.upstream.dial import DialError, UpstreamTarget, dial
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cwndproxy.dashboard import log_line, render, snapshot, status_fields
-from cwndproxy.logs import JsonFormatter
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
+from cwndproxy.telemetry.dashboard import log_line, render, snapshot, status_fields
+from cwndproxy.telemetry.logs import JsonFormatter
 from tests.conftest import ProxyFactory, free_port, proxy_config, require_tool, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +136,7 @@ async def test_snapshot_render_and_headless_lines(
     config.pool.per_connection_dwell_ms = 300
     async with make_proxy(config) as proxy:
         await asyncio.sleep(1.5)
-        snap = snapshot(proxy, proxy.monitor)
+        snap = snapshot(proxy.telemetry)
         assert len(snap.rows) == 2
         assert all(r.rtt_kernel_ms is not None for r in snap.rows), "TCP_INFO is read"
         unit = r"[\d.]+(B|kB|MB|GB)"

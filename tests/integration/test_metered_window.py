@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
 from cwndproxy.upstream.dial import UpstreamTarget, dial
 from cwndproxy.upstream.session import SessionSettings
 

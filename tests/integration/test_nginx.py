@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cwndproxy.nginx import NginxServer
-from cwndproxy.origin import blob_bytes
+from cwndproxy.lab.nginx import NginxServer
+from cwndproxy.lab.origin import blob_bytes
 from tests.conftest import (
     Certs,
     ProxyFactory,

@@ -15,8 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
-from cwndproxy.origin import DemoOrigin, blob_bytes
-from cwndproxy.pool import SlotState
+from cwndproxy.lab.origin import DemoOrigin, blob_bytes
+from cwndproxy.pool.slot import SlotState
 from cwndproxy.proxy.app import ForwardingApp
 from cwndproxy.service import ProxyService
 from tests.conftest import Certs, ProxyFactory, free_port, proxy_config, require_tool, run

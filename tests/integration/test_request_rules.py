@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
 from tests.conftest import ProxyFactory, proxy_config, raw_http1_status
 
 CASES = {

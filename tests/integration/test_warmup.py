@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from cwndproxy.metrics import TrafficKind
-from cwndproxy.origin import DemoOrigin
+from cwndproxy.lab.origin import DemoOrigin
+from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.dial import UpstreamTarget, dial
 from cwndproxy.upstream.session import H2Session
 from cwndproxy.warmup.controller import WarmupController, WarmupSettings
@@ -109,7 +109,7 @@ async def test_upload_worker_keeps_one_long_lived_stream(origin: DemoOrigin) -> 
 async def test_controller_ramps_then_holds_with_bursts(session: H2Session) -> None:
     ctl = WarmupController(session, settings())
     ctl.start()
-    await wait_for(lambda: ctl.state is WarmState.HOLDING)
+    await wait_for(lambda: ctl.state_name == WarmState.HOLDING.value)
     assert ctl.plan is not None
     bursts = ctl.bursts
     await wait_for(lambda: ctl.bursts >= bursts + 2, timeout=5)
@@ -135,7 +135,7 @@ async def test_a_404_warm_up_path_fails_warm_up_but_not_the_session(
 ) -> None:
     ctl = WarmupController(session, settings(download_path="/nope"))
     ctl.start()
-    await wait_for(lambda: ctl.state is WarmState.FAILED)
+    await wait_for(lambda: ctl.state_name == WarmState.FAILED.value)
     assert "404" in (ctl.last_error or "")
     assert session.is_usable
     await ctl.stop()
@@ -172,17 +172,21 @@ async def test_real_traffic_pauses_dummy_traffic_and_it_resumes(
     async with make_proxy(config) as proxy:
         slot = proxy.pool.slots[0]
         await wait_for(
-            lambda: slot.controller is not None and slot.controller.state is WarmState.HOLDING
+            lambda: (
+                slot.controller is not None
+                and slot.controller.state_name == WarmState.HOLDING.value
+            )
         )
         session = slot.session
         assert session is not None
         ctl = slot.controller
+        assert ctl is not None
         # A slow client: the real stream stays active for a while.
         reader, writer = await asyncio.open_connection("127.0.0.1", config.server.port)
         writer.write(b"GET /cwnd/blob?size=300000000 HTTP/1.1\r\nHost: x\r\n\r\n")
         await reader.readexactly(1024 * 1024)
         await wait_for(lambda: session.real_active == 1)
-        assert ctl.state is WarmState.SERVING
+        assert ctl.state_name == WarmState.SERVING.value
         # Dummy streams in flight were cancelled; give stragglers a moment to land.
         await asyncio.sleep(0.2)
         during = session.counters.dummy_rx
@@ -193,7 +197,7 @@ async def test_real_traffic_pauses_dummy_traffic_and_it_resumes(
         assert session.active_streams_of(TrafficKind.DUMMY) == 0
         writer.close()
         await wait_for(lambda: session.real_active == 0)
-        await wait_for(lambda: ctl.state is WarmState.HOLDING)
+        await wait_for(lambda: ctl.state_name == WarmState.HOLDING.value)
         await wait_for(lambda: session.counters.dummy_rx > during)
 
 
@@ -205,7 +209,7 @@ async def test_real_traffic_elsewhere_in_the_pool_shrinks_bursts_to_keepalives(
     coordinator.watch(other)
     ctl = WarmupController(session, settings(interval_ms=50), coordinator=coordinator)
     ctl.start()
-    await wait_for(lambda: ctl.state is WarmState.HOLDING)
+    await wait_for(lambda: ctl.state_name == WarmState.HOLDING.value)
     await wait_for(lambda: ctl.bursts >= 2)
     assert ctl.keepalive_bursts == 0
     # A slow real download on the other session of the pool.

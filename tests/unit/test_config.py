@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from cwndproxy.cli import build_parser, config_from_args
+from cwndproxy.cli.parser import build_parser, config_from_args
 from cwndproxy.config import (
     Config,
     ConfigError,
@@ -306,7 +306,7 @@ def test_check_config_names_a_missing_upstream(tmp_path: Path) -> None:
 
 
 def test_every_config_key_is_in_the_reference_and_docs_are_current() -> None:
-    from cwndproxy.config_reference import MEANING, keys, markdown
+    from cwndproxy.config.reference import MEANING, keys, markdown
 
     names = [key for key, _, _ in keys()]
     assert [n for n in names if n not in MEANING] == [], "undocumented config keys"

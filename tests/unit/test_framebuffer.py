@@ -17,7 +17,7 @@ from hyperframe.frame import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cwndproxy.framebuffer import ZeroCopyFrameBuffer
+from cwndproxy.http2.framebuffer import ZeroCopyFrameBuffer
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cwndproxy.testbed.link import BottleneckDirection, default_queue_bytes
+from cwndproxy.lab.testbed.link import BottleneckDirection, default_queue_bytes
 
 
 def test_serialization_then_delay() -> None:

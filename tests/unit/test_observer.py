@@ -1,7 +1,7 @@
 # ruff: noqa: E501 - real ss output lines are long
 from __future__ import annotations
 
-from cwndproxy.testbed.observer import parse_ss
+from cwndproxy.lab.testbed.observer import parse_ss
 
 SS = (  # real ss output lines
     """\

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cwndproxy.origin import blob_bytes, parse_range
+from cwndproxy.lab.origin import blob_bytes, parse_range
 
 
 @given(st.integers(0, 1 << 30), st.integers(0, 300_000), st.integers(0, 300_000))

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cwndproxy.pool import SlotView, backoff_delay, choose_slot
+from cwndproxy.pool.policy import SlotView, backoff_delay, choose_slot
 
 
 def view(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cwndproxy.probe import ProbeResult, Transfer, judge
+from cwndproxy.lab.probe import ProbeResult, Transfer, judge
 
 
 def t(ms: float) -> Transfer:

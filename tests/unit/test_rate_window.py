@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cwndproxy.metrics import RateWindow
+from cwndproxy.telemetry.rates import RateWindow
 
 
 def feed(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cwndproxy.config import Config
-from cwndproxy.reload import plan_reload
+from cwndproxy.config.reload import plan_reload
 
 
 def _config() -> Config:

@@ -11,8 +11,8 @@ import h2.events as ev
 import h2.settings
 import pytest
 
-from cwndproxy.h2endpoint import GracefulH2Connection
-from cwndproxy.metrics import TrafficKind
+from cwndproxy.http2.endpoint import GracefulH2Connection
+from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import (
     H2Session,
     SessionSettings,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cwndproxy.units import parse_duration, parse_rate, parse_size
+from cwndproxy.cli.units import parse_duration, parse_rate, parse_size
 
 
 def test_units() -> None:

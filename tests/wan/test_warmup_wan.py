@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from cwndproxy.testbed import netns, origins
-from cwndproxy.testbed.observer import KernelSample
+from cwndproxy.lab.testbed import netns, origins
+from cwndproxy.lab.testbed.observer import KernelSample
 from tests.conftest import proxy_argv_for_testbed
 from tests.wan.test_testbed import REASON
 

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cwndproxy.metrics import ClientRequestStats, TrafficKind
-from cwndproxy.pool import NoSessionAvailable, Pool, PoolSlot
+from cwndproxy.pool.pool import NoSessionAvailable, Pool
+from cwndproxy.pool.slot import PoolSlot
 from cwndproxy.proxy.headers import (
     downstream_response_headers,
     is_idempotent,
@@ -31,6 +31,8 @@ from cwndproxy.proxy.request_rules import (
     check_request,
     header_list_size,
 )
+from cwndproxy.proxy.stats import ClientRequestStats
+from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import (
     H2Session,
     Response,

@@ -23,7 +23,7 @@ from granian.http import HTTP1Settings, HTTP2Settings
 from granian.log import LogLevels
 from granian.server.embed import Server
 
-from cwndproxy.config import bracket_host, format_url
+from cwndproxy.urls import bracket_host, format_url
 
 log = logging.getLogger(__name__)
 

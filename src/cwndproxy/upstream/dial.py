@@ -13,8 +13,8 @@ import socket
 import ssl
 from dataclasses import dataclass
 
-from cwndproxy.config import bracket_host, format_url
 from cwndproxy.upstream.session import H2Session, SessionSettings
+from cwndproxy.urls import bracket_host, format_url
 
 log = logging.getLogger(__name__)
 

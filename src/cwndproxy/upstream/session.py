@@ -21,8 +21,8 @@ import h2.errors
 import h2.events as ev
 import h2.exceptions
 
-from cwndproxy.h2endpoint import FlowControlAborted, H2Endpoint
-from cwndproxy.metrics import TrafficCounters, TrafficKind
+from cwndproxy.http2.endpoint import FlowControlAborted, H2Endpoint
+from cwndproxy.upstream.counters import TrafficCounters, TrafficKind
 from cwndproxy.upstream.credit import InboundCredit
 from cwndproxy.upstream.tcpinfo import SocketLike
 

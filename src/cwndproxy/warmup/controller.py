@@ -117,6 +117,10 @@ class WarmupController:
         return self.core.state
 
     @property
+    def state_name(self) -> str:
+        return self.core.state.value
+
+    @property
     def state_since(self) -> float:
         return self.core.state_since
 

@@ -13,7 +13,7 @@ import collections
 import time
 from typing import Protocol
 
-from cwndproxy.metrics import TrafficKind
+from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import H2Session, UpstreamStream
 from cwndproxy.warmup import messages as m
 from cwndproxy.warmup.policy import Flight

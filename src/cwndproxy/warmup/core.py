@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cwndproxy.pool import backoff_delay
+from cwndproxy.pool.policy import backoff_delay
 from cwndproxy.warmup import messages as m
 from cwndproxy.warmup.pacing import TokenBucket
 from cwndproxy.warmup.policy import (

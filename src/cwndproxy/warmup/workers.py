@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cwndproxy.metrics import TrafficKind
+from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import H2Session, UpstreamError, UpstreamStream
 
 Headers = list[tuple[bytes, bytes]]

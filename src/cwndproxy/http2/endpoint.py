@@ -1,0 +1,217 @@
+"""The asyncio shell around one ``h2.H2Connection``, shared by the upstream client session
+and the demo origin.
+
+It owns only I/O concerns: writing what h2 wants sent (batched: one ``transport.write`` per
+batch of events), honouring transport backpressure, and sending DATA within the peer's
+flow-control windows. Protocol decisions stay in h2 and in the subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events as ev
+import h2.exceptions
+import h2.settings
+import hyperframe.frame
+
+from cwndproxy.http2.framebuffer import ZeroCopyFrameBuffer
+
+# Write-buffer limits for the transport. asyncio's default high-water mark is 64 KiB, which
+# would pause the writer after every 1 MiB frame; a few frames of slack keeps the socket busy.
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+WRITE_LOW_WATER = 1024 * 1024
+READ_SIZE = 4 * 1024 * 1024
+
+
+class GracefulH2Connection(h2.connection.H2Connection):
+    """h2's connection with GOAWAY as RFC 9113 section 6.8 means it.
+
+    h2 moves its connection state machine to CLOSED the moment a GOAWAY is sent or received
+    (python-hyper/h2 issue 1181), after which every frame, including the rest of a response
+    on a stream at or below last_stream_id, is a ProtocolError. nginx sends GOAWAY after
+    ``keepalive_requests`` (1000) streams and on reload, so in-flight streams must be able
+    to finish. Here GOAWAY only raises the event (or emits the frame); refusing new streams
+    after it is the session's job.
+    """
+
+    goaway_last_stream_id: int | None = None
+    goaway_received = False
+
+    def _receive_goaway_frame(
+        self, frame: hyperframe.frame.GoAwayFrame
+    ) -> tuple[list[hyperframe.frame.Frame], list[ev.Event]]:
+        self.goaway_received = True
+        event = ev.ConnectionTerminated()
+        try:
+            event.error_code = h2.errors.ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+    def send_goaway(self, error_code: int = 0, last_stream_id: int | None = None) -> None:
+        """Announce GOAWAY but keep the connection open for streams already under way."""
+        if last_stream_id is None:
+            last_stream_id = self.highest_inbound_stream_id
+        self.goaway_last_stream_id = last_stream_id
+        frame = hyperframe.frame.GoAwayFrame(
+            stream_id=0, last_stream_id=last_stream_id, error_code=error_code
+        )
+        self._prepare_for_sending([frame])
+
+
+class FlowControlAborted(Exception):
+    """The stream or connection went away while we waited for flow-control window."""
+
+
+class H2Endpoint(asyncio.Protocol):
+    def __init__(
+        self,
+        config: h2.config.H2Configuration,
+        *,
+        stream_window: int,
+        connection_window: int,
+        max_frame_size: int,
+        max_concurrent_streams: int | None = None,
+    ) -> None:
+        self.conn = GracefulH2Connection(config=config)
+        self.conn.incoming_buffer = ZeroCopyFrameBuffer(server=not config.client_side)
+        self.transport: asyncio.Transport | None = None
+        self._stream_window = stream_window
+        self._connection_window = connection_window
+        self._max_frame_size = max_frame_size
+        self._max_concurrent_streams = max_concurrent_streams
+        self._writable = asyncio.Event()
+        self._writable.set()
+        # Waiters for flow-control window, per stream id; 0 is the connection window.
+        self._window_waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self.connected = asyncio.Event()
+        self.is_connection_lost = False
+
+    # -- transport plumbing ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        self.connected.set()
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        if isinstance(getattr(transport, "max_size", None), int):
+            # asyncio's plain TCP transport reads at most 256 KiB per recv(); 1 MiB frames
+            # then always straddle reads and must be joined. Read up to 4 MiB instead.
+            transport.max_size = READ_SIZE  # type: ignore[attr-defined]
+
+    def start_h2(self) -> None:
+        """Send our preface and SETTINGS with large windows and frames.
+
+        The default 65,535-byte stream window caps a stream at about 5 Mbit/s at 100 ms
+        RTT, so windows must be several BDPs for cwnd, not flow control, to be the limit.
+        """
+        settings: dict[h2.settings.SettingCodes, int] = {
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self._stream_window,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: self._max_frame_size,
+        }
+        if self._max_concurrent_streams is not None:
+            settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self._max_concurrent_streams
+        self.conn.local_settings = h2.settings.Settings(
+            client=self.conn.config.client_side, initial_values=settings
+        )
+        # h2 caches the inbound frame limit at construction and only refreshes it when our
+        # SETTINGS are acknowledged; set it now so an early large frame is not rejected.
+        self.conn.max_inbound_frame_size = self._max_frame_size
+        self.conn.initiate_connection()
+        extra = self._connection_window - 65535
+        if extra > 0:
+            # The connection window can only be raised with WINDOW_UPDATE, not SETTINGS.
+            self.conn.increment_flow_control_window(extra)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # keep the bytes in h2 until there is a transport to write them to
+        data = self.conn.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.is_connection_lost = True
+        self._writable.set()
+        self._fail_window_waiters(None)
+
+    # -- flow control --------------------------------------------------------------------
+    def _wake_window_waiters(self, stream_id: int) -> None:
+        """Wake waiters for one stream, or for all streams when the connection window grew."""
+        ids = list(self._window_waiters) if stream_id == 0 else [stream_id]
+        for sid in ids:
+            for fut in self._window_waiters.pop(sid, []):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _fail_window_waiters(self, stream_id: int | None) -> None:
+        ids = list(self._window_waiters) if stream_id is None else [stream_id]
+        for sid in ids:
+            for fut in self._window_waiters.pop(sid, []):
+                if not fut.done():
+                    fut.set_exception(FlowControlAborted(f"stream {sid} closed"))
+
+    async def _wait_for_window(self, stream_id: int) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._window_waiters.setdefault(stream_id, []).append(fut)
+        await fut
+
+    def _sendable(self, stream_id: int) -> int:
+        return min(
+            self.conn.local_flow_control_window(stream_id),
+            self.conn.max_outbound_frame_size,
+        )
+
+    async def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """Send ``data`` on a stream, waiting for flow-control window and transport space."""
+        view = memoryview(data)
+        while True:
+            if self.is_connection_lost:
+                raise FlowControlAborted("connection lost")
+            if not self._writable.is_set():
+                await self._writable.wait()
+                continue
+            if not view:
+                if end_stream:
+                    self.conn.end_stream(stream_id)
+                    self.flush()
+                return
+            try:
+                room = self._sendable(stream_id)
+            except h2.exceptions.StreamClosedError as exc:
+                raise FlowControlAborted(f"stream {stream_id} closed") from exc
+            if room <= 0:
+                await self._wait_for_window(stream_id)
+                continue
+            chunk, view = view[:room], view[room:]
+            try:
+                self.conn.send_data(stream_id, chunk, end_stream=end_stream and not view)
+            except h2.exceptions.StreamClosedError as exc:
+                raise FlowControlAborted(f"stream {stream_id} closed") from exc
+            self.flush()
+            if not view:
+                return
+
+    def handle_window_events(self, event: Any) -> bool:
+        """Wake senders on WINDOW_UPDATE and on SETTINGS that change the initial window."""
+        if isinstance(event, ev.WindowUpdated):
+            self._wake_window_waiters(event.stream_id)
+            return True
+        if isinstance(event, ev.RemoteSettingsChanged):
+            self._wake_window_waiters(0)
+            return False
+        return False

@@ -1,0 +1,299 @@
+"""Loopback throughput: a large download through the proxy vs curl straight to nginx.
+
+Run with ``make bench-loopback``. Every arm runs in one invocation and the arms are
+interleaved round by round, so noise from other tenants of this shared 2-core machine hits
+them alike; the report gives medians and proxy/direct ratios. This is a benchmark, not a
+test: nothing here asserts a speed.
+
+Arms: for each nginx DATA frame size (``http2_chunk_size``: nginx's default 8k, and 1m as a
+tuned origin), curl -> nginx directly, and curl -> proxy -> nginx with each event loop, over
+h2c and over TLS (TLS on both legs).
+
+    python -m cwndproxy.lab.bench.loopback [--size-mib 256] [--rounds 5] [--chunks 8k,1m]
+                             [--loops asyncio,uvloop] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cwndproxy.lab.nginx import NginxServer
+
+MiB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_certs(directory: Path) -> tuple[str, str, str]:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ca_file, cert_file, key_file = (directory / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    with open(cert_file, "wb") as fh:
+        for blob in cert.cert_chain_pems:
+            fh.write(blob.bytes())
+    return str(ca_file), str(cert_file), str(key_file)
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"proxy on port {port} exited at start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+@dataclass
+class Arm:
+    name: str
+    group: str
+    url: str
+    curl_args: list[str]
+    samples: list[float] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def proxy_process(args: list[str], *, dashboard: bool = False) -> Iterator[int]:
+    """A proxy process (a plain pool: warm-up traffic would only add noise on loopback); with
+    ``dashboard`` it runs on a pseudo-terminal (util-linux ``script``) so the live dashboard
+    renders every 500 ms, as for a person watching it."""
+    port = free_port()
+    extra = os.environ.get("CWND_BENCH_PROXY_ARGS", "").split()
+    argv = [
+        sys.executable,
+        "-m",
+        "cwndproxy",
+        "run",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--pool-size",
+        "2",
+        "--strategy",
+        "off",
+        *args,
+        *extra,
+    ]
+    if dashboard:
+        argv = ["script", "-qfec", shlex.join(argv), "/dev/null"]
+    else:
+        argv.append("--no-tui")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, proc)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def curl_rate(url: str, *extra: str) -> float:
+    """MiB/s of one download, as curl measured it (bytes / total time)."""
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-S",
+            "-f",
+            "-m",
+            "120",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download} %{time_total}",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout.split()
+    size, seconds = int(out[0]), float(out[1])
+    return size / MiB / seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--chunks", default="8k,1m", help="nginx http2_chunk_size values")
+    parser.add_argument("--loops", default="asyncio,uvloop", help="proxy event loops")
+    parser.add_argument(
+        "--dashboard-arm",
+        action="store_true",
+        help="add an h2c arm whose proxy renders the live dashboard",
+    )
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args()
+    size = args.size_mib * MiB
+    chunks = args.chunks.split(",")
+    loops = args.loops.split(",")
+
+    with (
+        tempfile.TemporaryDirectory(prefix="cwnd-bench-") as tmp_s,
+        contextlib.ExitStack() as stack,
+    ):
+        tmp = Path(tmp_s)
+        ca, cert, key = make_certs(tmp)
+        blob = tmp / "blob.bin"
+        arms: list[Arm] = []
+        for chunk in chunks:
+            nginx = NginxServer(
+                tmp / f"nginx-{chunk}",
+                h2c_port=free_port(),
+                tls_port=free_port(),
+                cert_file=cert,
+                key_file=key,
+                http2_chunk_size=chunk,
+            )
+            if not blob.exists():
+                blob = nginx.add_blob("blob.bin", size)
+            else:
+                nginx.www.mkdir(parents=True, exist_ok=True)
+                os.link(blob, nginx.www / "blob.bin")
+            stack.enter_context(nginx)
+            h2c = ["--http2-prior-knowledge"]
+            tls = ["--http2", "--cacert", ca]
+            arms.append(
+                Arm(
+                    "direct",
+                    f"h2c, nginx {chunk} frames",
+                    f"http://127.0.0.1:{nginx.h2c_port}/blob.bin",
+                    h2c,
+                )
+            )
+            arms.append(
+                Arm(
+                    "direct",
+                    f"TLS, nginx {chunk} frames",
+                    f"https://localhost:{nginx.tls_port}/blob.bin",
+                    tls,
+                )
+            )
+            for loop in loops:
+                port = stack.enter_context(
+                    proxy_process(
+                        ["--upstream", f"http://127.0.0.1:{nginx.h2c_port}", "--loop", loop]
+                    )
+                )
+                arms.append(
+                    Arm(
+                        f"proxy {loop}",
+                        f"h2c, nginx {chunk} frames",
+                        f"http://127.0.0.1:{port}/blob.bin",
+                        h2c,
+                    )
+                )
+                port = stack.enter_context(
+                    proxy_process(
+                        [
+                            "--upstream",
+                            f"https://127.0.0.1:{nginx.tls_port}",
+                            "--ca-file",
+                            ca,
+                            "--server-name",
+                            "localhost",
+                            "--inbound-tls-cert",
+                            cert,
+                            "--inbound-tls-key",
+                            key,
+                            "--loop",
+                            loop,
+                        ]
+                    )
+                )
+                arms.append(
+                    Arm(
+                        f"proxy {loop}",
+                        f"TLS, nginx {chunk} frames",
+                        f"https://localhost:{port}/blob.bin",
+                        tls,
+                    )
+                )
+            if args.dashboard_arm:
+                port = stack.enter_context(
+                    proxy_process(
+                        ["--upstream", f"http://127.0.0.1:{nginx.h2c_port}"], dashboard=True
+                    )
+                )
+                arms.append(
+                    Arm(
+                        "proxy + dashboard",
+                        f"h2c, nginx {chunk} frames",
+                        f"http://127.0.0.1:{port}/blob.bin",
+                        h2c,
+                    )
+                )
+        time.sleep(1.0)  # let the pools connect
+        for arm in arms:
+            curl_rate(arm.url, *arm.curl_args)  # warm caches and pools; not recorded
+        for _ in range(args.rounds):
+            for arm in arms:
+                arm.samples.append(curl_rate(arm.url, *arm.curl_args))
+
+    print(
+        f"\n{args.size_mib} MiB download, {args.rounds} interleaved rounds; median MiB/s "
+        "[samples]; ratio = proxy / direct"
+    )
+    report: dict[str, dict[str, object]] = {}
+    for group in dict.fromkeys(a.group for a in arms):
+        members = [a for a in arms if a.group == group]
+        direct = statistics.median(next(a for a in members if a.name == "direct").samples)
+        print(f"  {group}")
+        entry: dict[str, object] = {}
+        for arm in members:
+            median = statistics.median(arm.samples)
+            ratio = median / direct
+            spread = ", ".join(f"{v:.0f}" for v in arm.samples)
+            tail = "" if arm.name == "direct" else f"  ratio {ratio:.2f}"
+            print(f"    {arm.name:16s} {median:8.1f}  [{spread}]{tail}")
+            entry[arm.name] = {"median_mib_s": median, "samples": arm.samples, "ratio": ratio}
+        report[group] = entry
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "size_mib": args.size_mib,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out_dir / "loopback.json").write_text(json.dumps({"meta": meta, "arms": report}, indent=2))
+    print(f"  written to {out_dir / 'loopback.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The peers the benchmarks compare against, tuned fairly, inside a testbed namespace.
+
+- **HAProxy** (Debian ``haproxy``): HTTP/1.1 in, HTTP/2 to the origin over TLS (ALPN h2),
+  connections reused across requests (``http-reuse always``) and kept while idle, and a
+  16 MiB HTTP/2 window (``tune.h2.initial-window-size``): its 64 KiB default alone would cap
+  a download at one window per RTT.
+- **nginx** as a reverse proxy: HTTP/1.1 in, HTTP/1.1 keep-alive connections to the origin
+  over TLS, with request and response streamed rather than buffered.
+
+Neither can do anything about the origin's congestion window after idle: they are the
+plain keep-alive pools a user would deploy today.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from cwndproxy.lab.testbed.netns import Testbed
+
+_HAPROXY = """\
+global
+    tune.h2.initial-window-size 16777216
+    maxconn 1000
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    http-reuse always
+
+frontend fe
+    bind 127.0.0.1:{listen_port}
+    default_backend be
+
+backend be
+    # pool-purge-delay: keep idle server connections (default 5 s) across long idle gaps.
+    server origin {origin_addr}:{origin_port} ssl verify required ca-file {ca_file} alpn h2 \
+pool-purge-delay 300s
+"""
+
+_NGINX_PROXY = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    client_max_body_size 0;
+    upstream origin {{
+        server {origin_addr}:{origin_port};
+        keepalive 16;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen 127.0.0.1:{listen_port};
+        location / {{
+            proxy_pass https://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_trusted_certificate {ca_file};
+            proxy_ssl_verify on;
+            # nginx 1.22 matches the name against DNS names only (not IP SANs): the
+            # testbed's certificate also carries DNS:localhost.
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+class PeerUnavailable(Exception):
+    """The peer's binary is not installed; the message says which package."""
+
+
+def start_haproxy(
+    tb: Testbed,
+    workdir: Path,
+    *,
+    listen_port: int,
+    origin_port: int,
+    ca_file: str,
+) -> subprocess.Popen[bytes]:
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(binary).exists():
+        raise PeerUnavailable("haproxy not found (Debian: apt-get install haproxy)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "haproxy.cfg"
+    conf.write_text(
+        _HAPROXY.format(
+            listen_port=listen_port,
+            origin_addr=tb.origin_addr,
+            origin_port=origin_port,
+            ca_file=ca_file,
+        )
+    )
+    check = tb.run("c", [binary, "-c", "-q", "-f", str(conf)], timeout=20)
+    if check.returncode != 0:
+        raise RuntimeError(f"haproxy rejected its config: {check.stderr.strip()}")
+    proc = tb.popen(
+        "c",
+        [binary, "-db", "-f", str(conf)],
+        register=f"haproxy-{listen_port}",
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "haproxy.log", "wb"),  # noqa: SIM115 - owned by the process
+    )
+    tb.wait_listening("c", listen_port)
+    return proc
+
+
+def start_nginx_proxy(
+    tb: Testbed,
+    workdir: Path,
+    *,
+    listen_port: int,
+    origin_port: int,
+    ca_file: str,
+) -> subprocess.Popen[bytes]:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise PeerUnavailable("nginx not found (Debian: apt-get install nginx-light)")
+    for sub in ("tmp", "logs"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        _NGINX_PROXY.format(
+            dir=workdir,
+            listen_port=listen_port,
+            origin_addr=tb.origin_addr,
+            origin_port=origin_port,
+            ca_file=ca_file,
+        )
+    )
+    proc = tb.popen(
+        "c",
+        [binary, "-p", str(workdir), "-c", str(conf)],
+        register=f"nginx-proxy-{listen_port}",
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "stderr.log", "wb"),  # noqa: SIM115 - owned by the process
+    )
+    tb.wait_listening("c", listen_port)
+    return proc

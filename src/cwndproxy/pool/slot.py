@@ -1,0 +1,118 @@
+"""One place in the pool: the session that serves it now, the ones draining behind a
+GOAWAY, its history, and what selection reads of it (``view``)."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cwndproxy.pool.policy import SlotView
+from cwndproxy.upstream.counters import TrafficCounters, TrafficKind
+from cwndproxy.upstream.session import H2Session
+
+
+class SlotState(enum.Enum):
+    CONNECTING = "connecting"
+    READY = "ready"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+class SessionWarmth(Protocol):
+    """What the pool and its observers read of a session's warm-up (the warm-up controller
+    implements it; the pool layer does not import the warm-up layer)."""
+
+    @property
+    def dummy_active(self) -> bool:
+        """Dummy data in flight: a real response would queue behind it."""
+
+    @property
+    def warm(self) -> bool:
+        """The session's window was grown to its target and is held."""
+
+    @property
+    def window_share(self) -> float:
+        """The window as last measured, in target windows."""
+
+    @property
+    def state_name(self) -> str:
+        """The warm-up state, as the dashboard and ``/metrics`` label it."""
+
+    @property
+    def state_since(self) -> float:
+        """``time.monotonic()`` when the state was entered."""
+
+    @property
+    def note(self) -> str:
+        """A short human note about the state (e.g. path-limited)."""
+
+    @property
+    def last_error(self) -> str | None:
+        """The last error, when the state is a back-off or a failure."""
+
+    async def stop(self) -> None:
+        """Stop the warm-up traffic; the session stays."""
+
+
+@dataclass
+class PoolSlot:
+    index: int
+    state: SlotState = SlotState.CONNECTING
+    state_since: float = field(default_factory=time.monotonic)
+    session: H2Session | None = None
+    # Sessions that got GOAWAY and are finishing their streams while a replacement serves.
+    draining: list[H2Session] = field(default_factory=list)
+    reconnects: int = 0
+    # Sessions we ended ourselves at the upstream's stream limit, their replacement ready.
+    retirements: int = 0
+    # Times this slot waited in back-off before dialling again (dial failures, sessions lost
+    # early; never a graceful GOAWAY).
+    backoffs: int = 0
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    # Why the previous session ended (GOAWAY, loss); kept after a successful reconnect.
+    last_close_reason: str | None = None
+    # True while the most recent attempt to connect failed (not a session lost later).
+    dial_failed: bool = False
+    last_chosen: float = 0.0
+    retired_counters: TrafficCounters = field(default_factory=TrafficCounters)
+    # The warm-up controller of the current session (None with strategy "off").
+    controller: SessionWarmth | None = None
+
+    def set_state(self, state: SlotState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.state_since = time.monotonic()
+
+    @property
+    def ready(self) -> bool:
+        return self.state is SlotState.READY and self.session is not None and self.session.is_usable
+
+    def view(self) -> SlotView:
+        s = self.session
+        free = 0
+        if s is not None:
+            budget_left = s.budget_left
+            free = s.free_stream_slots - s.opening.total()
+            free = max(0, free if budget_left is None else min(free, budget_left))
+        return SlotView(
+            index=self.index,
+            ready=self.ready,
+            real_streams=s.real_active + s.opening[TrafficKind.REAL] if s else 0,
+            free_stream_slots=free,
+            last_chosen=self.last_chosen,
+            dummy_active=bool(self.controller and self.controller.dummy_active),
+            warm=self.controller is None or bool(self.controller.warm),
+            score=1.0 if self.controller is None else float(self.controller.window_share),
+        )
+
+    @property
+    def counters(self) -> TrafficCounters:
+        total = TrafficCounters()
+        total.merge(self.retired_counters)
+        for s in [self.session, *self.draining]:
+            if s is not None:
+                total.merge(s.counters)
+        return total
