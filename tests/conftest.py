@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import ssl
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from cwndproxy.config import Config, validate
 from cwndproxy.http2 import perf
 from cwndproxy.lab.nginx import NginxServer
 from cwndproxy.lab.origin import DemoOrigin, server_ssl_context
+from cwndproxy.lab.ports import free_port
 from cwndproxy.lab.testbed.origins import OriginInfo
 from cwndproxy.service import ProxyService
 
@@ -64,16 +63,9 @@ def rss_mb() -> float:
 
 
 def proxy_argv_for_testbed(info: OriginInfo, *, pool_size: int, bandwidth_mbps: float) -> list[str]:
-    """``cwnd-proxy run`` for a testbed's client namespace, on 127.0.0.1:8080, in front of
-    the testbed's nginx over TLS, warming with its blob."""
+    """``Testbed.start_proxy`` arguments: in front of the testbed's nginx over TLS, warming
+    with its blob."""
     return [
-        sys.executable,
-        "-m",
-        "cwndproxy",
-        "run",
-        "--no-tui",
-        "--listen",
-        "127.0.0.1:8080",
         "--upstream",
         info.tls_url,
         "--ca-file",
@@ -105,13 +97,6 @@ async def raw_http1_status(
             writer.close()
     assert line.startswith(b"HTTP/1."), line
     return int(line.split()[1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -232,19 +217,27 @@ async def proxy_to_recycling_nginx(
             yield proxy
 
 
-async def h2load_small(port: int, requests: int, *, h1: bool, timeout: float) -> str:
-    """h2load, 20 clients (x 10 streams over h2c, 1 over HTTP/1.1) fetching /small.bin from
-    the proxy on ``port``; its report, after checking it ran."""
+async def h2load_report(
+    port: int,
+    requests: int,
+    *,
+    timeout: float,
+    h1: bool = False,
+    clients: int = 20,
+    path: str = "/small.bin",
+) -> str:
+    """h2load, ``clients`` connections (x 10 streams over h2c, 1 over HTTP/1.1) fetching
+    ``path`` from the proxy on ``port``; its report, after checking it ran."""
     result = await run(
         require_tool("h2load"),
         *(["--h1"] if h1 else []),
         "-n",
         str(requests),
         "-c",
-        "20",
+        str(clients),
         "-m",
         "1" if h1 else "10",
-        f"http://127.0.0.1:{port}/small.bin",
+        f"http://127.0.0.1:{port}{path}",
         timeout=timeout,
     )
     text = result.stdout.decode()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from typing import Any
 
 from cwndproxy.config import Config, parse_host_port
 from cwndproxy.config.reload import ReloadPlan, plan_reload
@@ -14,7 +15,7 @@ from cwndproxy.pool.pool import Pool
 from cwndproxy.pool.slot import PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
 from cwndproxy.proxy.request_rules import HeaderLimits
-from cwndproxy.proxy.server import HypercornServer, InboundServer
+from cwndproxy.proxy.server import AsgiApp, GranianServer, HypercornServer, InboundServer
 from cwndproxy.telemetry.exporter import AdminServer
 from cwndproxy.telemetry.logs import access_logger
 from cwndproxy.telemetry.sampler import Monitor
@@ -74,6 +75,28 @@ def forwarding_settings(config: Config) -> ForwardingSettings:
     )
 
 
+def inbound_server(config: Config, app: AsgiApp) -> InboundServer:
+    s = config.server
+    common: dict[str, Any] = {
+        "host": s.host,
+        "port": s.port,
+        "tls_cert": s.tls_cert_file if s.inbound_tls else None,
+        "tls_key": s.tls_key_file if s.inbound_tls else None,
+        "read_timeout_ms": s.read_timeout_ms,
+        "backlog": s.backlog,
+    }
+    if s.inbound_server == "hypercorn":
+        return HypercornServer(app, **common)
+    return GranianServer(
+        app,
+        h2c=s.inbound_h2c,
+        idle_timeout_ms=s.idle_timeout_ms,
+        stream_window=config.pool.stream_window_bytes,
+        max_connections=s.max_connections,
+        **common,
+    )
+
+
 class ListenError(Exception):
     """A listening socket could not be opened; says which one (proxy or admin) and where."""
 
@@ -97,33 +120,7 @@ class ProxyService:
             stream_budget=p.upstream_max_streams or None,
         )
         self.app = ForwardingApp(self.pool, forwarding_settings(config))
-        tls_cert = s.tls_cert_file if s.inbound_tls else None
-        tls_key = s.tls_key_file if s.inbound_tls else None
-        self.server: InboundServer | HypercornServer
-        if s.inbound_server == "hypercorn":
-            self.server = HypercornServer(
-                self.app,
-                host=s.host,
-                port=s.port,
-                tls_cert=tls_cert,
-                tls_key=tls_key,
-                read_timeout_ms=s.read_timeout_ms,
-                backlog=s.backlog,
-            )
-        else:
-            self.server = InboundServer(
-                self.app,
-                host=s.host,
-                port=s.port,
-                tls_cert=tls_cert,
-                tls_key=tls_key,
-                h2c=s.inbound_h2c,
-                read_timeout_ms=s.read_timeout_ms,
-                idle_timeout_ms=s.idle_timeout_ms,
-                stream_window=p.stream_window_bytes,
-                max_connections=s.max_connections,
-                backlog=s.backlog,
-            )
+        self.server = inbound_server(config, self.app)
         self.started_at = time.monotonic()
         self.monitor = Monitor(self.pool)
         self.telemetry = TelemetrySources(

@@ -5,7 +5,6 @@ deadline, and the proxy still answers at the end; assertions on completion, neve
 from __future__ import annotations
 
 import concurrent.futures
-import subprocess
 import time
 
 import pytest
@@ -26,15 +25,8 @@ CONCURRENT = 6
 def test_no_stream_gets_stuck_on_a_lossy_link() -> None:
     with netns.Testbed(netns.LinkSpec(RTT, RATE, loss=0.01)) as tb:
         info = origins.start_nginx(tb, blob_size=4_000_000)
-        proxy = tb.popen(
-            "c",
-            proxy_argv_for_testbed(info, pool_size=2, bandwidth_mbps=20),
-            register="proxy",
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proxy = tb.start_proxy(proxy_argv_for_testbed(info, pool_size=2, bandwidth_mbps=20))
         try:
-            tb.wait_listening("c", 8080)
             time.sleep(2.0)  # connect; the warm-up's dummy fetches run on the lossy link
             url = f"http://127.0.0.1:8080{info.blob_path}"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ProxyFactory, h2load_small, proxy_to_recycling_nginx, rss_mb
+from tests.conftest import ProxyFactory, h2load_report, proxy_to_recycling_nginx, rss_mb
 
 LONG = os.environ.get("CWND_CHAOS") == "long"
 REQUESTS = 200_000 if LONG else 4_000
@@ -28,7 +28,7 @@ async def test_soak_through_recycling_nginx_fails_nothing(
     async with proxy_to_recycling_nginx(tmp_path, make_proxy, keepalive_requests) as proxy:
         rss_before = rss_mb()
         started = time.monotonic()
-        text = await h2load_small(proxy.config.server.port, REQUESTS, h1=h1, timeout=1500)
+        text = await h2load_report(proxy.config.server.port, REQUESTS, h1=h1, timeout=1500)
         took = time.monotonic() - started
         slots = proxy.pool.slots
         totals = proxy.pool.totals()

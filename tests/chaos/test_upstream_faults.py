@@ -13,9 +13,9 @@ import asyncio
 import time
 
 from cwndproxy.lab.origin import DemoOrigin
+from cwndproxy.lab.ports import free_port
 from tests.conftest import (
     ProxyFactory,
-    free_port,
     proxy_config,
     raw_http1_status,
     require_tool,

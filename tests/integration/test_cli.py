@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cwndproxy.lab.origin import DemoOrigin
-from tests.conftest import free_port, require_tool, run
+from cwndproxy.lab.ports import free_port, wait_listening_async
+from tests.conftest import require_tool, run
 
 
 async def start(*args: str) -> asyncio.subprocess.Process:
@@ -27,18 +28,13 @@ async def start(*args: str) -> asyncio.subprocess.Process:
 
 
 async def wait_port(port: int, proc: asyncio.subprocess.Process, timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            if proc.returncode is not None:
-                err = await proc.stderr.read() if proc.stderr else b""
-                raise AssertionError(f"exited early: {err.decode()}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
+    try:
+        await wait_listening_async(
+            port, timeout=timeout, exited=lambda: proc.returncode is not None
+        )
+    except RuntimeError:
+        err = await proc.stderr.read() if proc.stderr else b""
+        raise AssertionError(f"exited early: {err.decode()}") from None
 
 
 async def stop(proc: asyncio.subprocess.Process, sig: int) -> tuple[int, str, str]:

@@ -19,9 +19,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cwndproxy.lab.origin import DemoOrigin
+from cwndproxy.lab.ports import free_port
 from cwndproxy.telemetry.dashboard import log_line, render, snapshot, status_fields
 from cwndproxy.telemetry.logs import JsonFormatter
-from tests.conftest import ProxyFactory, free_port, proxy_config, require_tool, run
+from tests.conftest import ProxyFactory, proxy_config, require_tool, run
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,11 +11,11 @@ import pytest
 
 from cwndproxy.lab.nginx import NginxServer
 from cwndproxy.lab.origin import blob_bytes
+from cwndproxy.lab.ports import free_port
 from tests.conftest import (
     Certs,
     ProxyFactory,
-    free_port,
-    h2load_small,
+    h2load_report,
     proxy_config,
     proxy_to_recycling_nginx,
     require_tool,
@@ -72,22 +72,10 @@ async def test_64mib_from_nginx_over_tls_is_byte_identical(
 async def test_h2load_through_the_proxy_to_nginx_survives_its_goaways(
     nginx: NginxServer, make_proxy: ProxyFactory
 ) -> None:
-    h2load = require_tool("h2load")
     assert nginx.h2c_port is not None
     config = proxy_config(nginx.h2c_port, pool_size=2)
     async with make_proxy(config) as proxy:
-        result = await run(
-            h2load,
-            "-n",
-            "5000",
-            "-c",
-            "10",
-            "-m",
-            "10",
-            f"http://127.0.0.1:{config.server.port}/small.bin",
-            timeout=240,
-        )
-        text = result.stdout.decode()
+        text = await h2load_report(config.server.port, 5000, clients=10, timeout=240)
         assert "5000 succeeded, 0 failed, 0 errored" in text, text
         # nginx closed each connection after 300 requests: the pool replaced them, and
         # after two such GOAWAYs it knew the limit and replaced sessions ahead of it.
@@ -160,7 +148,7 @@ async def test_nginx_recycling_connections_under_load_costs_no_request(
     async with proxy_to_recycling_nginx(
         tmp_path, make_proxy, 100, upstream_max_streams=100 if configured else 0
     ) as proxy:
-        text = await h2load_small(proxy.config.server.port, 6000, h1=h1, timeout=240)
+        text = await h2load_report(proxy.config.server.port, 6000, h1=h1, timeout=240)
         assert "6000 succeeded, 0 failed, 0 errored" in text, text
         assert sum(s.reconnects for s in proxy.pool.slots) >= 40, "nginx recycled"
         assert sum(s.backoffs for s in proxy.pool.slots) == 0

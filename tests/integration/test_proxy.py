@@ -16,10 +16,11 @@ import psutil
 import pytest
 
 from cwndproxy.lab.origin import DemoOrigin, blob_bytes
+from cwndproxy.lab.ports import free_port
 from cwndproxy.pool.slot import SlotState
 from cwndproxy.proxy.app import ForwardingApp
 from cwndproxy.service import ProxyService
-from tests.conftest import Certs, ProxyFactory, free_port, proxy_config, require_tool, run
+from tests.conftest import Certs, ProxyFactory, h2load_report, proxy_config, require_tool, run
 
 MiB = 1024 * 1024
 
@@ -207,22 +208,10 @@ async def test_64mib_download_and_upload_are_byte_identical(
 async def test_h2load_through_the_proxy_has_no_errors(
     origin: DemoOrigin, make_proxy: ProxyFactory
 ) -> None:
-    h2load = require_tool("h2load")
     config = proxy_config(origin.port, pool_size=4)
     async with make_proxy(config):
-        result = await run(
-            h2load,
-            "-n",
-            "5000",
-            "-c",
-            "10",
-            "-m",
-            "10",
-            f"http://127.0.0.1:{config.server.port}/cwnd/blob?size=1024",
-            timeout=240,
-        )
-        text = result.stdout.decode()
-        assert result.code == 0, text + result.stderr.decode()
+        path = "/cwnd/blob?size=1024"
+        text = await h2load_report(config.server.port, 5000, clients=10, path=path, timeout=240)
         assert "5000 succeeded, 0 failed, 0 errored" in text, text
         assert "status codes: 5000 2xx" in text, text
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -86,22 +85,16 @@ def test_probe_and_origin_window_after_idle(
     ssai = bool(tb.st.origin_ssai)
     observer = tb.observer(origins.H2C_PORT, 0.02)
     try:
-        r = tb.run(
-            "c",
-            [
-                sys.executable,
-                "-m",
-                "cwndproxy",
-                "probe",
-                f"{info.h2c_url}{info.blob_path}",
-                "--size",
-                str(SIZE),
-                "--idle",
-                str(IDLE),
-                "--warm-runs",
-                "3",
-                "--json",
-            ],
+        r = tb.run_cwnd_proxy(
+            "probe",
+            f"{info.h2c_url}{info.blob_path}",
+            "--size",
+            str(SIZE),
+            "--idle",
+            str(IDLE),
+            "--warm-runs",
+            "3",
+            "--json",
             timeout=120,
         )
     finally:

@@ -33,11 +33,8 @@ def run_arm(strategy: str | None) -> tuple[list[KernelSample], float, float]:
         argv = proxy_argv_for_testbed(info, pool_size=1, bandwidth_mbps=20)
         if strategy is not None:
             argv += ["--strategy", strategy]
-        proxy = tb.popen(
-            "c", argv, register="proxy", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proxy = tb.start_proxy(argv)
         try:
-            tb.wait_listening("c", 8080)
             url = f"http://127.0.0.1:8080{info.blob_path}"
             time.sleep(3.0)  # connect and grow
             for _ in range(2):  # real traffic grows the window in every arm

@@ -270,8 +270,6 @@ def _run_demo_wan(args: argparse.Namespace) -> int:
         elif not item.startswith("--wan="):
             argv.append(item)
     listen = args.listen or "127.0.0.1:8080"
-    if not args.listen:
-        argv += ["--listen", listen]
     if not args.download_path:
         argv += ["--download-path", f"/cwnd/blob?size={origins.BLOB_SIZE}"]
     if not args.bandwidth_mbps:
@@ -296,11 +294,8 @@ def _run_demo_wan(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         tb.down()  # Ctrl-C while measuring: nothing left behind
         return 130
-    proxy = tb.popen(
-        "c",
-        [sys.executable, "-m", "cwndproxy", "run", "--upstream", info.h2c_url, *argv],
-        register="proxy",
-    )
+    # Its dashboard takes this terminal; a start-up error shows there.
+    proxy = tb.start_proxy(["--upstream", info.h2c_url, *argv], listen=listen, tui=True, wait=None)
 
     # The proxy gets its own session (it must not die with the namespace wrapper): forward
     # Ctrl-C and SIGTERM to it.
@@ -334,15 +329,10 @@ def _demo_compare(
     import time
 
     print(f"Measuring a {DEMO_OBJECT / 1e6:g} MB fetch three ways (about 30 s) ...", flush=True)
-    proxy = tb.popen(
-        "c",
-        [sys.executable, "-m", "cwndproxy", "run", "--no-tui", "--upstream", info.h2c_url, *argv],
-        register="proxy-compare",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proxy = tb.start_proxy(
+        ["--upstream", info.h2c_url, *argv], listen=listen, register="proxy-compare"
     )
     try:
-        tb.wait_listening("c", int(listen.rsplit(":", 1)[1]))
         time.sleep(4.0 + DEMO_IDLE)  # connect, grow, then idle like the direct case
         through = tb.run(
             "c",
@@ -361,24 +351,18 @@ def _demo_compare(
         proxy.send_signal(2)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proxy.wait(timeout=15)
-    probe = tb.run(
-        "c",
-        [
-            sys.executable,
-            "-m",
-            "cwndproxy",
-            "probe",
-            f"{info.h2c_url}/cwnd/blob",
-            "--size",
-            str(DEMO_OBJECT),
-            "--idle",
-            f"{DEMO_IDLE:g}",
-            "--warm-runs",
-            "1",
-            "--bandwidth-mbps",
-            f"{link.rate_bps / 1e6:g}",
-            "--json",
-        ],
+    probe = tb.run_cwnd_proxy(
+        "probe",
+        f"{info.h2c_url}/cwnd/blob",
+        "--size",
+        str(DEMO_OBJECT),
+        "--idle",
+        f"{DEMO_IDLE:g}",
+        "--warm-runs",
+        "1",
+        "--bandwidth-mbps",
+        f"{link.rate_bps / 1e6:g}",
+        "--json",
         timeout=120,
     )
     result = json.loads(probe.stdout)

@@ -7,10 +7,8 @@ dirs, nothing shared with a system nginx.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +18,7 @@ from types import TracebackType
 from typing import IO
 
 from cwndproxy.lab.origin import blob_bytes
+from cwndproxy.lab.ports import listening
 
 _CONFIG = """\
 daemon off;
@@ -180,7 +179,7 @@ class NginxServer:
             stderr.close()
         ports = [p for p in (self.h2c_port, *self.tls_ports) if p is not None]
         deadline = time.monotonic() + timeout
-        check = self.ready_check or _listening
+        check = self.ready_check or listening
         for port in ports:
             while not check(self.host, port):
                 if self.process.poll() is not None:
@@ -218,9 +217,3 @@ class NginxServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _listening(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-        return True
-    return False

@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings, HTTP2Settings
@@ -26,6 +27,26 @@ from granian.server.embed import Server
 from cwndproxy.urls import bracket_host, format_url
 
 log = logging.getLogger(__name__)
+
+# An ASGI 3 application: (scope, receive, send).
+AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class InboundServer(Protocol):
+    """What the service needs of the server that accepts client connections."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str: ...
+
+    async def start(self, ready_timeout: float = 10.0) -> None:
+        """Serve, and return once the port accepts connections (OSError if it cannot)."""
+
+    async def stop(self) -> None:
+        """Stop accepting and close the client connections."""
 
 
 def _check_bindable(host: str, port: int) -> None:
@@ -37,11 +58,11 @@ def _check_bindable(host: str, port: int) -> None:
 
 
 class HypercornServer:
-    """The same interface as InboundServer, on hypercorn (trailers supported)."""
+    """InboundServer on hypercorn (trailers supported)."""
 
     def __init__(
         self,
-        app: Any,
+        app: AsgiApp,
         *,
         host: str,
         port: int,
@@ -118,10 +139,12 @@ async def _wait_listening(
         return
 
 
-class InboundServer:
+class GranianServer:
+    """InboundServer on granian (the default)."""
+
     def __init__(
         self,
-        app: Any,
+        app: AsgiApp,
         *,
         host: str,
         port: int,

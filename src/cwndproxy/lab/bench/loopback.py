@@ -21,7 +21,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,15 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cwndproxy.lab.nginx import NginxServer
+from cwndproxy.lab.ports import free_port, wait_listening
 
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_certs(directory: Path) -> tuple[str, str, str]:
@@ -55,19 +48,6 @@ def make_certs(directory: Path) -> tuple[str, str, str]:
         for blob in cert.cert_chain_pems:
             fh.write(blob.bytes())
     return str(ca_file), str(cert_file), str(key_file)
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"proxy on port {port} exited at start")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 @dataclass
@@ -106,7 +86,7 @@ def proxy_process(args: list[str], *, dashboard: bool = False) -> Iterator[int]:
         argv.append("--no-tui")
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_listening(port, proc)
+        wait_listening(port, exited=lambda: proc.poll() is not None)
         yield port
     finally:
         proc.send_signal(signal.SIGTERM)

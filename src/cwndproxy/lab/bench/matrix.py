@@ -334,14 +334,7 @@ class CellRun:
         assert self.info is not None
         cell = self.cell
         argv = [
-            sys.executable,
-            "-m",
-            "cwndproxy",
-            "run",
-            "--no-tui",
             "-v",
-            "--listen",
-            f"127.0.0.1:{r.listen_port}",
             "--upstream",
             f"https://{self.tb.origin_addr}:{r.origin_port}",
             "--ca-file",
@@ -366,14 +359,12 @@ class CellRun:
         workdir.mkdir(parents=True, exist_ok=True)
         if kind == "proxy":
             r.log = workdir / "proxy.log"
-            r.proc = self.tb.popen(
-                "c",
+            r.proc = self.tb.start_proxy(
                 self._proxy_argv(r),
+                listen=f"127.0.0.1:{r.listen_port}",
                 register=f"proxy-{r.listen_port}",
-                stdout=subprocess.DEVNULL,
-                stderr=open(r.log, "wb"),  # noqa: SIM115 - owned by the process
+                log=r.log,
             )
-            self.tb.wait_listening("c", r.listen_port, timeout=30)
         elif kind == "haproxy":
             r.proc = peers.start_haproxy(
                 self.tb,

@@ -9,20 +9,13 @@ Measured with time.process_time; a benchmark, not a test.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 from cwndproxy.config import Config
 from cwndproxy.lab.origin import DemoOrigin
+from cwndproxy.lab.ports import free_port
 from cwndproxy.service import ProxyService
 from cwndproxy.telemetry.dashboard import snapshot
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def main() -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import hpack
 
+from cwndproxy.lab.ports import free_port, wait_listening
+
 APP = """
 import os, time
 OUT = os.environ["RESET_LATENCY_OUT"]
@@ -41,24 +43,6 @@ async def app(scope, receive, send):
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     head = struct.pack(">I", len(payload))[1:] + bytes([kind, flags])
     return head + struct.pack(">I", stream_id) + payload
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def flood(port: int, pairs: int) -> int:

@@ -141,20 +141,14 @@ def probe_check(ssai: bool) -> dict[str, object]:
     with netns.Testbed(netns.LinkSpec(0.08, 100e6), origin_ssai=ssai) as tb:
         info = origins.start_nginx(tb)
         observer = tb.observer(origins.TLS_PORT, 0.02)
-        r = tb.run(
-            "c",
-            [
-                sys.executable,
-                "-m",
-                "cwndproxy",
-                "probe",
-                f"{info.tls_url}{info.blob_path}",
-                "--ca-file",
-                info.ca_file,
-                "--size",
-                "4MB",
-                "--json",
-            ],
+        r = tb.run_cwnd_proxy(
+            "probe",
+            f"{info.tls_url}{info.blob_path}",
+            "--ca-file",
+            info.ca_file,
+            "--size",
+            "4MB",
+            "--json",
             timeout=300,
         )
         samples = observer.stop()

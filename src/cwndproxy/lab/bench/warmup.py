@@ -81,29 +81,11 @@ def _curl_time(tb: netns.Testbed, argv: list[str]) -> float:
 
 
 def _start_proxy(tb: netns.Testbed, args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    proc = tb.popen(
-        "c",
-        [
-            sys.executable,
-            "-m",
-            "cwndproxy",
-            "run",
-            "--no-tui",
-            "-v",
-            "--listen",
-            f"127.0.0.1:{PROXY_PORT}",
-            "--pool-size",
-            str(POOL),
-            "--bandwidth-mbps",
-            str(RATE / 1e6),
-            *args,
-        ],
-        register="proxy",
-        stdout=subprocess.DEVNULL,
-        stderr=open(log, "wb"),  # noqa: SIM115
+    return tb.start_proxy(
+        ["-v", "--pool-size", str(POOL), "--bandwidth-mbps", str(RATE / 1e6), *args],
+        listen=f"127.0.0.1:{PROXY_PORT}",
+        log=log,
     )
-    tb.wait_listening("c", PROXY_PORT)
-    return proc
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -31,7 +31,13 @@ from types import TracebackType
 from cwndproxy.lab.testbed.link import default_queue_bytes
 from cwndproxy.lab.testbed.observer import WindowObserver, ss_command
 
-STATE_DIR = Path(os.environ.get("CWND_TESTBED_STATE", "/run/cwnd-testbed"))
+
+def state_dir() -> Path:
+    """Where testbeds record their state; read at each use, so CWND_TESTBED_STATE set after
+    import (a test, a wrapper) is honoured."""
+    return Path(os.environ.get("CWND_TESTBED_STATE", "/run/cwnd-testbed"))
+
+
 NAME_PREFIX = "cwt"
 
 
@@ -99,10 +105,16 @@ def netns_exec(ns: str) -> list[str]:
     return ["ip", "netns", "exec", ns]
 
 
+def cwnd_proxy_argv(command: str, *args: str) -> list[str]:
+    """``cwnd-proxy COMMAND ARGS`` with this interpreter: inside a namespace (as root) the
+    virtualenv's script need not be on PATH."""
+    return [sys.executable, "-m", "cwndproxy", command, *args]
+
+
 def list_states() -> list[TestbedState]:
     states = []
-    if STATE_DIR.is_dir():
-        for path in sorted(STATE_DIR.glob("*.json")):
+    if state_dir().is_dir():
+        for path in sorted(state_dir().glob("*.json")):
             with contextlib.suppress(OSError, ValueError, TypeError):
                 states.append(TestbedState(**json.loads(path.read_text())))
     return states
@@ -146,10 +158,10 @@ def destroy(state: TestbedState) -> None:
             _kill(int(text))
         _run(["ip", "netns", "del", ns], check=False)
     with contextlib.suppress(FileNotFoundError):
-        (STATE_DIR / f"{state.name}.json").unlink()
+        (state_dir() / f"{state.name}.json").unlink()
     with contextlib.suppress(FileNotFoundError):
-        (STATE_DIR / f"{state.name}.stats").unlink()
-    shutil.rmtree(STATE_DIR / state.name, ignore_errors=True)
+        (state_dir() / f"{state.name}.stats").unlink()
+    shutil.rmtree(state_dir() / state.name, ignore_errors=True)
 
 
 def down(name: str | None = None) -> list[str]:
@@ -230,12 +242,12 @@ class Testbed:
 
     @property
     def stats_path(self) -> Path:
-        return STATE_DIR / f"{self.name}.stats"
+        return state_dir() / f"{self.name}.stats"
 
     # -- lifecycle ------------------------------------------------------------------------
     def up(self, timeout: float = 15.0) -> Testbed:
         check_available()
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        state_dir().mkdir(parents=True, exist_ok=True)
         index = _free_index()
         state = TestbedState(
             name=self.name,
@@ -355,7 +367,7 @@ class Testbed:
             self._link_proc = None
 
     def _save(self) -> None:
-        path = STATE_DIR / f"{self.name}.json"
+        path = state_dir() / f"{self.name}.json"
         path.write_text(json.dumps(asdict(self.st), indent=2))
 
     def __enter__(self) -> Testbed:
@@ -402,6 +414,42 @@ class Testbed:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"nothing listens on port {port} in the {side} namespace")
+
+    def start_proxy(
+        self,
+        args: Sequence[str],
+        *,
+        listen: str = "127.0.0.1:8080",
+        register: str = "proxy",
+        log: Path | None = None,
+        tui: bool = False,
+        wait: float | None = 30.0,
+    ) -> subprocess.Popen[bytes]:
+        """``cwnd-proxy run`` in the client namespace, listening on ``listen``; returns once
+        it listens (``wait`` seconds at most; None: at once). Its output goes to ``log``
+        (stderr) or nowhere; with ``tui`` it keeps this terminal for its dashboard."""
+        argv = cwnd_proxy_argv("run", *([] if tui else ["--no-tui"]), "--listen", listen, *args)
+        quiet = None if tui else subprocess.DEVNULL
+        proc = self.popen(
+            "c",
+            argv,
+            register=register,
+            stdout=quiet,
+            stderr=open(log, "wb") if log else quiet,  # noqa: SIM115 - owned by the process
+        )
+        if wait is not None:
+            try:
+                self.wait_listening("c", int(listen.rsplit(":", 1)[1]), timeout=wait)
+            except TimeoutError:
+                proc.kill()
+                raise
+        return proc
+
+    def run_cwnd_proxy(
+        self, command: str, *args: str, timeout: float = 300.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``cwnd-proxy COMMAND ARGS`` (e.g. ``probe``) in the client namespace, to the end."""
+        return self.run("c", cwnd_proxy_argv(command, *args), timeout=timeout)
 
     def observer(
         self, port: int | Sequence[int], interval: float, *, side: str = "o"

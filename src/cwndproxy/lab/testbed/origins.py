@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cwndproxy.lab.nginx import NginxServer
-from cwndproxy.lab.testbed.netns import STATE_DIR, Testbed, netns_exec
+from cwndproxy.lab.testbed.netns import Testbed, netns_exec, state_dir
 
 H2C_PORT = 8080
 TLS_PORT = 8443
@@ -64,7 +64,7 @@ def self_signed(directory: Path, address: str) -> tuple[str, str]:
 
 
 def workdir(tb: Testbed) -> Path:
-    path = STATE_DIR / tb.name
+    path = state_dir() / tb.name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
