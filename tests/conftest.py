@@ -19,6 +19,7 @@ from cwndproxy.http2 import perf
 from cwndproxy.lab.nginx import NginxServer
 from cwndproxy.lab.origin import DemoOrigin, server_ssl_context
 from cwndproxy.lab.ports import free_port
+from cwndproxy.lab.testbed import netns
 from cwndproxy.lab.testbed.origins import OriginInfo
 from cwndproxy.service import ProxyService
 
@@ -34,6 +35,24 @@ class Certs:
 
     def server_context(self) -> ssl.SSLContext:
         return server_ssl_context(self.cert_file, self.key_file)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll state the code under test exposes until ``predicate()`` holds; TimeoutError
+    after ``timeout`` seconds. For waiting on a condition, never on a fixed sleep."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - polling observed state, no event to wait on
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def testbed_available() -> None:
+    """Skip unless this machine can build the WAN testbed (root, TUN, namespaces): checked
+    once, when the first test that needs it runs, not when its module is imported."""
+    try:
+        netns.check_available()
+    except netns.TestbedUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cwndproxy.config import Config, parse_host_port
@@ -244,19 +245,40 @@ class ProxyService:
                 await stop_server
 
 
-async def wait_for_signal() -> str:
-    """Wait for SIGINT or SIGTERM and return its name."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[str] = loop.create_future()
+class ProcessSignals:
+    """SIGINT and SIGTERM (stop) and SIGHUP (reload), caught from the moment this is
+    entered, before anything starts: a signal while the inbound server comes up must not
+    kill the process with the default action (a SIGHUP sent as soon as the port listened
+    did, in CI). A SIGHUP before ``on_reload`` is set waits for it."""
 
-    def on_signal(sig: signal.Signals) -> None:
-        if not fut.done():
-            fut.set_result(sig.name)
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.stop: asyncio.Future[str] = self._loop.create_future()
+        self._reload: Callable[[], None] | None = None
+        self._reload_pending = False
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        return await fut
-    finally:
+    def __enter__(self) -> ProcessSignals:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            self._loop.add_signal_handler(sig, self._on_stop, sig)
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._loop.remove_signal_handler(sig)
+
+    def on_reload(self, callback: Callable[[], None]) -> None:
+        self._reload = callback
+        if self._reload_pending:
+            self._reload_pending = False
+            callback()
+
+    def _on_stop(self, sig: signal.Signals) -> None:
+        if not self.stop.done():
+            self.stop.set_result(sig.name)
+
+    def _on_hup(self) -> None:
+        if self._reload is None:
+            self._reload_pending = True
+        else:
+            self._reload()

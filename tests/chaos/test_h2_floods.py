@@ -18,7 +18,7 @@ import hpack
 import pytest
 
 from cwndproxy.lab.origin import DemoOrigin
-from cwndproxy.proxy.app import BURST_STREAMS, MAX_FORWARDED, REFUSE_RESETS
+from cwndproxy.proxy.inbound import BURST_STREAMS, MAX_FORWARDED, REFUSE_RESETS
 from cwndproxy.service import ProxyService
 from tests.conftest import ProxyFactory, proxy_config, raw_http1_status
 

@@ -21,16 +21,7 @@ SIZE = 400_000
 IDLE = 2.0
 
 
-def _available() -> str | None:
-    try:
-        netns.check_available()
-    except netns.TestbedUnavailable as exc:
-        return str(exc)
-    return None
-
-
-REASON = _available()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = pytest.mark.usefixtures("testbed_available")
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["ssai1", "ssai0"])

@@ -13,9 +13,8 @@ import pytest
 from cwndproxy.lab.testbed import netns, origins
 from cwndproxy.lab.testbed.observer import KernelSample
 from tests.conftest import proxy_argv_for_testbed
-from tests.wan.test_testbed import REASON
 
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = pytest.mark.usefixtures("testbed_available")
 
 RTT = 0.040
 RATE = 20e6

@@ -27,7 +27,7 @@ from cwndproxy.telemetry.logs import setup_logging
 
 if TYPE_CHECKING:
     from cwndproxy.lab.testbed import netns, origins
-    from cwndproxy.service import ProxyService
+    from cwndproxy.service import ProcessSignals, ProxyService
 
 log = logging.getLogger("cwndproxy")
 
@@ -130,7 +130,19 @@ async def _serve_until_signal(
     banner: str | None = None,
     reload_config: Callable[[], Config] | None = None,
 ) -> int:
-    from cwndproxy.service import ListenError, ProxyService, wait_for_signal
+    from cwndproxy.service import ProcessSignals
+
+    with ProcessSignals() as signals:
+        return await _serve(config, signals, banner, reload_config)
+
+
+async def _serve(
+    config: Config,
+    signals: ProcessSignals,
+    banner: str | None,
+    reload_config: Callable[[], Config] | None,
+) -> int:
+    from cwndproxy.service import ListenError, ProxyService
     from cwndproxy.telemetry.dashboard import run_headless, run_tui
 
     if config.target.tls_insecure_skip_verify:
@@ -194,9 +206,8 @@ async def _serve_until_signal(
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    name = await wait_for_signal()
-    loop.remove_signal_handler(signal.SIGHUP)
+    signals.on_reload(on_hup)
+    name = await signals.stop
     config = service.config
     log.info("%s received: shutting down (grace %d ms)", name, config.server.shutdown_grace_ms)
     status.cancel()
@@ -240,7 +251,6 @@ async def _run_demo(config: Config, args: argparse.Namespace) -> int:
 def _run_demo_wan(args: argparse.Namespace) -> int:
     """The demo across an emulated WAN: origin in the testbed's origin namespace, the proxy
     (with its dashboard on this terminal) in the client namespace."""
-    import signal
     import subprocess
 
     from cwndproxy.cli.units import parse_duration, parse_rate
@@ -472,8 +482,14 @@ def _testbed(args: argparse.Namespace) -> int:
 
 
 async def _run_origin(args: argparse.Namespace) -> int:
+    from cwndproxy.service import ProcessSignals
+
+    with ProcessSignals() as signals:
+        return await _serve_origin(args, signals)
+
+
+async def _serve_origin(args: argparse.Namespace, signals: ProcessSignals) -> int:
     from cwndproxy.lab.origin import DemoOrigin, server_ssl_context
-    from cwndproxy.service import wait_for_signal
 
     host, port = parse_host_port(args.listen, "--listen")
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -493,7 +509,7 @@ async def _run_origin(args: argparse.Namespace) -> int:
         log.error("cannot listen on %s: %s", args.listen, exc.strerror or exc)
         return 1
     log.info("demo origin on %s", origin.url)
-    await wait_for_signal()
+    await signals.stop
     with contextlib.suppress(Exception):
         await origin.stop()
     return 0

@@ -1,15 +1,20 @@
-"""The asyncio shell around one ``h2.H2Connection``, shared by the upstream client session
-and the demo origin.
+"""One ``h2.H2Connection`` and what every endpoint of ours does around it, without I/O.
 
-It owns only I/O concerns: writing what h2 wants sent (batched: one ``transport.write`` per
-batch of events), honouring transport backpressure, and sending DATA within the peer's
-flow-control windows. Protocol decisions stay in h2 and in the subclasses.
+Shared by the upstream client session and the demo origin. It writes what h2 wants sent
+(one ``Link.write`` per batch of events), honours write backpressure (``pause_writing``),
+sends DATA within the peer's flow-control windows, and turns a peer's protocol error into
+GOAWAY and a close. It reaches its connection only through a ``Link`` of callables, so unit
+tests feed it bytes (``data_received``) and read what it sends from a list; the asyncio edge
+is ``EndpointProtocol`` (http2/asyncio_edge.py). Protocol decisions stay in h2 and in the
+subclasses.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -21,11 +26,21 @@ import hyperframe.frame
 
 from cwndproxy.http2.framebuffer import ZeroCopyFrameBuffer
 
-# Write-buffer limits for the transport. asyncio's default high-water mark is 64 KiB, which
-# would pause the writer after every 1 MiB frame; a few frames of slack keeps the socket busy.
-WRITE_HIGH_WATER = 4 * 1024 * 1024
-WRITE_LOW_WATER = 1024 * 1024
-READ_SIZE = 4 * 1024 * 1024
+
+def _no_extra_info(name: str) -> Any:
+    return None
+
+
+@dataclass(frozen=True)
+class Link:
+    """How an endpoint reaches its byte stream: asyncio's transport in production, plain
+    callables in tests."""
+
+    write: Callable[[bytes], None]
+    close: Callable[[], None]
+    abort: Callable[[], None]
+    # Transport details by asyncio's names ("socket", "ssl_object", "sockname").
+    extra_info: Callable[[str], Any] = _no_extra_info
 
 
 class GracefulH2Connection(h2.connection.H2Connection):
@@ -70,7 +85,7 @@ class FlowControlAborted(Exception):
     """The stream or connection went away while we waited for flow-control window."""
 
 
-class H2Endpoint(asyncio.Protocol):
+class H2Endpoint:
     def __init__(
         self,
         config: h2.config.H2Configuration,
@@ -82,7 +97,8 @@ class H2Endpoint(asyncio.Protocol):
     ) -> None:
         self.conn = GracefulH2Connection(config=config)
         self.conn.incoming_buffer = ZeroCopyFrameBuffer(server=not config.client_side)
-        self.transport: asyncio.Transport | None = None
+        self.link: Link | None = None
+        self._closing = False
         self._stream_window = stream_window
         self._connection_window = connection_window
         self._max_frame_size = max_frame_size
@@ -94,17 +110,54 @@ class H2Endpoint(asyncio.Protocol):
         self.connected = asyncio.Event()
         self.is_connection_lost = False
 
-    # -- transport plumbing ------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
+    # -- the byte stream -----------------------------------------------------------------
+    def attach(self, link: Link) -> None:
+        """The connection is established; bytes go out through ``link`` from now on."""
+        self.link = link
         self.connected.set()
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
-        if isinstance(getattr(transport, "max_size", None), int):
-            # asyncio's plain TCP transport reads at most 256 KiB per recv(); 1 MiB frames
-            # then always straddle reads and must be joined. Read up to 4 MiB instead.
-            transport.max_size = READ_SIZE  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the peer."""
+        events = self.receive_events(data)
+        if events is None:
+            return
+        for event in events:
+            self.handle_event(event)
+        self.flush()
+
+    def handle_event(self, event: ev.Event) -> None:
+        raise NotImplementedError
+
+    def receive_events(self, data: bytes) -> list[ev.Event] | None:
+        """h2's events for ``data``; None after a protocol error, which h2 has answered
+        with GOAWAY: that is sent, ``on_protocol_error`` runs, and the connection closes."""
+        try:
+            return self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self.flush()
+            self.on_protocol_error(exc)
+            self.close_connection()
+            return None
+
+    def on_protocol_error(self, exc: h2.exceptions.ProtocolError) -> None:
+        """The peer broke the protocol (the connection closes next)."""
+
+    def close_connection(self) -> None:
+        """Close after what was written is sent."""
+        if self.link is not None and not self._closing:
+            self._closing = True
+            self.link.close()
+
+    def abort_connection(self) -> None:
+        """Close at once, dropping what is not sent yet."""
+        if self.link is not None:
+            self._closing = True
+            self.link.abort()
+
+    def extra_info(self, name: str) -> Any:
+        if self.link is None or self.is_connection_lost:
+            return None
+        return self.link.extra_info(name)
 
     def start_h2(self) -> None:
         """Send our preface and SETTINGS with large windows and frames.
@@ -132,11 +185,11 @@ class H2Endpoint(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return  # keep the bytes in h2 until there is a transport to write them to
+        if self.link is None or self._closing or self.is_connection_lost:
+            return  # keep the bytes in h2 until there is a connection to write them to
         data = self.conn.data_to_send()
         if data:
-            self.transport.write(data)
+            self.link.write(data)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -145,6 +198,7 @@ class H2Endpoint(asyncio.Protocol):
         self._writable.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The byte stream is gone (closed by either side, or broken)."""
         self.is_connection_lost = True
         self._writable.set()
         self._fail_window_waiters(None)

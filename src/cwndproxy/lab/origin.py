@@ -37,7 +37,8 @@ import h2.errors
 import h2.events as ev
 import h2.exceptions
 
-from cwndproxy.http2.endpoint import FlowControlAborted, H2Endpoint
+from cwndproxy.http2.asyncio_edge import EndpointProtocol
+from cwndproxy.http2.endpoint import FlowControlAborted, H2Endpoint, Link
 from cwndproxy.urls import format_url
 
 log = logging.getLogger(__name__)
@@ -157,12 +158,12 @@ class OriginProtocol(H2Endpoint):
         self.requests: dict[int, _Request] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
+    def attach(self, link: Link) -> None:
+        super().attach(link)
+        ssl_object = link.extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
             # Only HTTP/2 is spoken here; a client without h2 gets the socket closed.
-            transport.close()
+            self.close_connection()
             return
         self.server.stats.connections += 1
         self.server.protocols.add(self)
@@ -177,20 +178,10 @@ class OriginProtocol(H2Endpoint):
         for task in self.tasks:
             task.cancel()
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            log.info("closing a client connection after a protocol error: %s", exc)
-            self.flush()
-            if self.transport is not None:
-                self.transport.close()
-            return
-        for event in events:
-            self._handle(event)
-        self.flush()
+    def on_protocol_error(self, exc: h2.exceptions.ProtocolError) -> None:
+        log.info("closing a client connection after a protocol error: %s", exc)
 
-    def _handle(self, event: ev.Event) -> None:
+    def handle_event(self, event: ev.Event) -> None:
         if self.handle_window_events(event):
             return
         if isinstance(event, ev.RequestReceived):
@@ -247,13 +238,9 @@ class OriginProtocol(H2Endpoint):
             pass
         finally:
             self.requests.pop(req.stream_id, None)
-            if (
-                self.conn.goaway_last_stream_id is not None
-                and not self.requests
-                and self.transport is not None
-            ):
+            if self.conn.goaway_last_stream_id is not None and not self.requests:
                 # Graceful close after our GOAWAY: the last stream is done.
-                self.transport.close()
+                self.close_connection()
 
     # -- response helpers ----------------------------------------------------------------
     def respond(self, req: _Request, status: int, headers: Headers, end_stream: bool) -> None:
@@ -414,8 +401,7 @@ async def _goaway(p: OriginProtocol, req: _Request) -> None:
             error_code=h2.errors.ErrorCodes.INTERNAL_ERROR, last_stream_id=req.stream_id
         )
         p.flush()
-        if p.transport is not None:
-            p.transport.close()
+        p.close_connection()
         return
     p.respond(req, 200, [(b"content-type", b"text/plain")], end_stream=False)
     await p.send_body(req, b"goodbye\n", end_stream=True)
@@ -491,15 +477,17 @@ class DemoOrigin:
         if self.ssl_context is not None:
             self.ssl_context.set_alpn_protocols(["h2"])
         self._server = await loop.create_server(
-            lambda: OriginProtocol(self), self.host, self.port, ssl=self.ssl_context
+            lambda: EndpointProtocol(OriginProtocol(self)),
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
     def close_connections(self) -> None:
         """Drop every client connection abruptly (for reconnect tests and restarts)."""
         for proto in list(self.protocols):
-            if proto.transport is not None:
-                proto.transport.abort()
+            proto.abort_connection()
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -507,8 +495,7 @@ class DemoOrigin:
             for proto in list(self.protocols):
                 proto.conn.send_goaway()
                 proto.flush()
-                if proto.transport is not None:
-                    proto.transport.close()
+                proto.close_connection()
             await self._server.wait_closed()
             self._server = None
 

@@ -1,10 +1,7 @@
 """The ASGI forwarding app: every inbound request goes to the one configured upstream over
-a pooled HTTP/2 session, bodies streamed both ways with backpressure.
-
-Retry rule (like a careful nginx or Envoy): one retry, on another session, only while
-nothing has been sent to the client and the whole request body is held in memory; and only
-for idempotent methods, or for any method when the upstream proved it did not process the
-request (REFUSED_STREAM, or a stream above GOAWAY's last_stream_id; RFC 9113 section 8.7).
+a pooled HTTP/2 session, bodies streamed both ways with backpressure. When a failed attempt
+is tried again is the retry rule's (retry.py); what a client's connection may cost, the
+inbound connection's (inbound.py).
 """
 
 from __future__ import annotations
@@ -25,12 +22,18 @@ from cwndproxy.proxy.headers import (
     is_idempotent,
     upstream_request_headers,
 )
+from cwndproxy.proxy.inbound import (
+    INBOUND_TRACKED,
+    RESET_WAIT,
+    InboundConnection,
+)
 from cwndproxy.proxy.request_rules import (
     HeaderLimits,
     RequestRejected,
     check_request,
     header_list_size,
 )
+from cwndproxy.proxy.retry import MAX_ATTEMPTS, should_retry
 from cwndproxy.proxy.stats import ClientRequestStats
 from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import (
@@ -48,99 +51,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-# Rapid reset: on an inbound HTTP/2 connection with more requests than this in progress at
-# once, or whose client reset more than this many streams before their answer (and at least
-# half of its requests), each new request waits up to RESET_WAIT to see whether its client
-# reset it before it is forwarded. Well-behaved connections never wait.
-BURST_STREAMS = 16
-RESET_WAIT = 0.005
-# Requests of one inbound HTTP/2 connection forwarded and not yet finished, at most; more
-# wait in the proxy. Under a flood through the proxy, granian delivered the disconnect of a
-# reset stream 165-280 ms late (one run, with temporary instrumentation; a bare app sees
-# resets within 1 ms: bench/reset_latency.py), so without a cap a rapid-reset burst became
-# hundreds of upstream streams before the first reset was seen.
-MAX_FORWARDED = 100
-# A connection whose client reset more than this many streams before their answer, and at
-# least half of all it asked, gets 429 for the rest of its requests: nginx and HAProxy close
-# such connections; an ASGI app cannot, but it can refuse to forward.
-REFUSE_RESETS = 2 * BURST_STREAMS
-# Inbound connections remembered for that (least recently used ones are forgotten).
-INBOUND_TRACKED = 4096
-
-
-@dataclass
-class InboundConnection:
-    """What the app knows of one inbound connection, from the requests it carried."""
-
-    active: int = 0
-    requests: int = 0
-    finished: int = 0
-    # Requests whose client left (an HTTP/2 RST_STREAM) before the response started.
-    early_resets: int = 0
-    # Requests forwarded upstream and not finished (HTTP/2 only), and a wake-up for those
-    # waiting for one of them to finish.
-    forwarding: int = 0
-    slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def suspect(self) -> bool:
-        resets = self.early_resets > BURST_STREAMS and 2 * self.early_resets >= self.requests
-        return self.active > BURST_STREAMS or resets
-
-    @property
-    def refused(self) -> bool:
-        # Against the requests already finished: under a flood most of those that arrived
-        # are still waiting, and their resets are not known yet.
-        return self.early_resets > REFUSE_RESETS and 2 * self.early_resets >= self.finished
-
-    async def forward_slot(self, left: asyncio.Event) -> bool:
-        """Wait for room under MAX_FORWARDED; False if the client left meanwhile."""
-        while self.forwarding >= MAX_FORWARDED and not left.is_set():
-            self.slot_freed.clear()
-            waits = [asyncio.ensure_future(e.wait()) for e in (self.slot_freed, left)]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
-        if left.is_set():
-            return False
-        self.forwarding += 1
-        return True
-
-    def forward_done(self) -> None:
-        self.forwarding -= 1
-        self.slot_freed.set()
-
-
 # A request body up to this size is kept so that a failed attempt can be replayed.
 REPLAY_LIMIT = 1024 * 1024
-# Attempts for a request the upstream proved it never processed (REFUSED_STREAM, above a
-# GOAWAY's last_stream_id), at least; pools of more sessions allow one per session plus one.
-# Pools recycle together: until the pool has learned the upstream's stream limit, nginx
-# GOAWAYs every session after the same number of requests, so each retry can land on a
-# session draining too, and the last one waits for a fresh session.
-MAX_ATTEMPTS = 3
-
-
-def should_retry(
-    attempt: int,
-    *,
-    max_attempts: int = MAX_ATTEMPTS,
-    unprocessed: bool,
-    idempotent: bool,
-    response_started: bool,
-    body_held: bool,
-) -> bool:
-    """Retry only while nothing went to the client and the whole body can be sent again;
-    then up to ``max_attempts`` for a request the upstream never processed (any method,
-    RFC 9113 section 8.7), and once for an idempotent one. A non-idempotent request that may have
-    been processed is never replayed."""
-    if response_started or not body_held:
-        return False
-    if unprocessed:
-        return attempt < max_attempts - 1
-    return idempotent and attempt == 0
 
 
 @dataclass

@@ -13,6 +13,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from cwndproxy.http2.asyncio_edge import EndpointProtocol
 from cwndproxy.upstream.session import H2Session, SessionSettings
 from cwndproxy.urls import bracket_host, format_url
 
@@ -88,8 +89,9 @@ async def dial(
 
     try:
         async with asyncio.timeout(target.connect_timeout):
-            transport, session = await loop.create_connection(
-                factory,
+            session = factory()
+            transport, _ = await loop.create_connection(
+                lambda: EndpointProtocol(session),
                 target.host,
                 target.port,
                 ssl=ctx,

@@ -244,7 +244,7 @@ class H2Session(H2Endpoint):
         self._idle_rtts: collections.deque[tuple[float, float]] = collections.deque()
         if metered:
             # h2 keeps the connection-level receive window in this (private) attribute; the
-            # replacement has the same interface (tests/unit/test_h2_internals.py).
+            # replacement has the same interface (tests/unit/http2/test_h2_internals.py).
             self.credit = InboundCredit(buffer_allowance=self.settings.connection_window)
             self.conn._inbound_flow_control_window_manager = self.credit
         self.authority = authority
@@ -312,9 +312,7 @@ class H2Session(H2Endpoint):
     @property
     def socket(self) -> SocketLike | None:
         """The TCP socket (asyncio hands out a TransportSocket wrapper), for TCP_INFO."""
-        if self.transport is None or self.is_connection_lost:
-            return None
-        sock = self.transport.get_extra_info("socket")
+        sock = self.extra_info("socket")
         return sock if hasattr(sock, "getsockopt") else None
 
     @property
@@ -423,30 +421,23 @@ class H2Session(H2Endpoint):
 
     def abort(self, reason: str) -> None:
         self.close_reason = self.close_reason or reason
-        if self.transport is not None and not self.is_connection_lost:
-            self.transport.close()
+        if self.link is not None and not self.is_connection_lost:
+            self.close_connection()
         elif not self.closed.done():
             self._finish(None)
 
-    # -- asyncio.Protocol ------------------------------------------------------------------
+    # -- the byte stream ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if not self._started:
             self._early_data.append(data)
             return
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            # A protocol error must fail every pending stream, never leave them hanging.
-            self.close_reason = f"protocol error from upstream: {exc}"
-            self.flush()  # h2 queued a GOAWAY for the peer
-            self._fail_all(UpstreamError(self.close_reason))
-            if self.transport is not None:
-                self.transport.close()
-            return
-        for event in events:
-            self._handle_event(event)
-        self.flush()
+        super().data_received(data)
         self._wake_slot_waiters()
+
+    def on_protocol_error(self, exc: h2.exceptions.ProtocolError) -> None:
+        # A protocol error must fail every pending stream, never leave them hanging.
+        self.close_reason = f"protocol error from upstream: {exc}"
+        self._fail_all(UpstreamError(self.close_reason))
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -482,7 +473,7 @@ class H2Session(H2Endpoint):
         self._fail_window_waiters(None)
 
     # -- event handling ----------------------------------------------------------------------
-    def _handle_event(self, event: ev.Event) -> None:
+    def handle_event(self, event: ev.Event) -> None:
         if self.handle_window_events(event):
             return
         if isinstance(event, ev.DataReceived):
@@ -628,8 +619,8 @@ class H2Session(H2Endpoint):
         self._maybe_finish_drain()
 
     def _maybe_finish_drain(self) -> None:
-        if self.state is SessionState.DRAINING and not self.streams and self.transport is not None:
-            self.transport.close()
+        if self.state is SessionState.DRAINING and not self.streams:
+            self.close_connection()
 
     # -- streams -------------------------------------------------------------------------
     async def open_stream(

@@ -101,6 +101,9 @@ class WarmupController:
         )
         self._events: asyncio.Queue[m.Event] = asyncio.Queue()
         self._jobs: dict[int, asyncio.Task[None]] = {}
+        # Dummy jobs not started because they would have taken the upstream's last free
+        # stream slot (a real request would then wait behind warm-up traffic).
+        self.no_slot_refusals = 0
         self._aux: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_state = self.core.state
@@ -338,6 +341,7 @@ class WarmupController:
         except WarmupRejected as exc:
             event = m.DummyFailed(job, m.Failure.REJECTED, str(exc))
         except NoFreeSlot:
+            self.no_slot_refusals += 1
             event = m.DummyFailed(job, m.Failure.NO_SLOT)
         except UpstreamError as exc:
             lost = self._session.unusable.is_set()

@@ -48,9 +48,8 @@ async def _client(host: str, port: int, ca: str, path: str, size: int, hold: flo
     sessions = {}
     for arm in ARMS:
         s = await dial(UpstreamTarget(host, port, True, ca_file=ca), rtt_probe_interval=0)
-        assert s.transport is not None
         sessions[arm] = s
-        local = s.transport.get_extra_info("sockname")[1]
+        local = s.extra_info("sockname")[1]
         print(json.dumps({"arm": arm, "local": local}), flush=True)
     for s in sessions.values():
         for _ in range(3):

@@ -8,7 +8,7 @@ import json
 import os
 import re
 import ssl
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,15 @@ from cwndproxy.lab.ports import free_port
 from cwndproxy.pool.slot import SlotState
 from cwndproxy.proxy.app import ForwardingApp
 from cwndproxy.service import ProxyService
-from tests.conftest import Certs, ProxyFactory, h2load_report, proxy_config, require_tool, run
+from tests.conftest import (
+    Certs,
+    ProxyFactory,
+    h2load_report,
+    proxy_config,
+    require_tool,
+    run,
+    wait_for,
+)
 
 MiB = 1024 * 1024
 
@@ -48,13 +56,6 @@ def upstream_connections(port: int) -> set[tuple[str, int]]:
         for c in conns
         if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
     }
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a condition on state the proxy exposes (bounded in time)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling observed state, no event to wait on
-            await asyncio.sleep(0.02)
 
 
 async def test_http1_h2c_and_tls_clients_through_the_proxy(

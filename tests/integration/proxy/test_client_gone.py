@@ -6,36 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import h2.config
 import h2.connection
 import pytest
 
 from cwndproxy.lab.origin import DemoOrigin
-from tests.conftest import ProxyFactory, proxy_config
+from tests.conftest import ProxyFactory, proxy_config, wait_for
 
 BODY = 2_000_000
 SENT = 300_000
 
 
-async def _until(predicate: object, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-
-async def _h1_client_leaves(port: int, method: str) -> None:
+async def _h1_client_leaves(port: int, method: str, started: Callable[[], bool]) -> None:
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         f"{method} /cwnd/sink HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n".encode()
     )
     writer.write(bytes(SENT))
     await writer.drain()
-    await asyncio.sleep(0.3)  # the proxy has started the upstream stream
-    writer.transport.abort()  # gone, mid-body
+    await wait_for(started)  # the upload reached the origin: the client leaves mid-body
+    writer.transport.abort()
 
 
-async def _h2_client_leaves(port: int, method: str) -> None:
+async def _h2_client_leaves(port: int, method: str, started: Callable[[], bool]) -> None:
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
     conn.send_headers(
@@ -53,7 +48,7 @@ async def _h2_client_leaves(port: int, method: str) -> None:
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(conn.data_to_send())
     await writer.drain()
-    await asyncio.sleep(0.3)
+    await wait_for(started)
     writer.transport.abort()
 
 
@@ -65,8 +60,8 @@ async def test_a_client_that_leaves_mid_upload_is_never_replayed(
     config = proxy_config(origin.port)
     async with make_proxy(config) as proxy:
         leave = _h1_client_leaves if client == "h1" else _h2_client_leaves
-        await leave(config.server.port, method)
-        await _until(lambda: proxy.app.in_flight == 0)
+        await leave(config.server.port, method, lambda: _sinks_started(origin) == 1)
+        await wait_for(lambda: proxy.app.in_flight == 0)
         await asyncio.sleep(0.5)  # a replay, if any, would have reached the origin by now
         sinks = [r for r in origin.request_log if r.path == "/cwnd/sink"]
         assert len(sinks) == 1, [(r.method, r.ended, r.body_bytes) for r in sinks]
@@ -80,9 +75,10 @@ async def test_no_task_exception_is_left_unretrieved(
 ) -> None:
     config = proxy_config(origin.port)
     async with make_proxy(config) as proxy:
-        for _ in range(3):
-            await _h1_client_leaves(config.server.port, "PUT")
-        await _until(lambda: proxy.app.in_flight == 0)
+        for n in range(1, 4):
+            started = lambda n=n: _sinks_started(origin) == n  # noqa: E731
+            await _h1_client_leaves(config.server.port, "PUT", started)
+        await wait_for(lambda: proxy.app.in_flight == 0)
         await asyncio.sleep(0.2)
     import gc
 
@@ -97,7 +93,12 @@ def test_the_helpers_talk_to_a_real_listener() -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        asyncio.run(_h1_client_leaves(port, "PUT"))
+        asyncio.run(_h1_client_leaves(port, "PUT", lambda: True))
         conn, _ = server.accept()
         with conn:
             assert conn.recv(64).startswith(b"PUT /cwnd/sink")
+
+
+def _sinks_started(origin: DemoOrigin) -> int:
+    """Uploads the origin has begun to receive."""
+    return sum(1 for r in origin.request_log if r.path == "/cwnd/sink" and r.body_bytes > 0)

@@ -217,9 +217,13 @@ async def test_sighup_reloads_the_config_file_without_dropping_warm_sessions(
             return int(json.loads(result.stdout)["ready_sessions"])
 
         async def wait_ready(count: int) -> None:
-            async with asyncio.timeout(15):
-                while await ready() != count:  # noqa: ASYNC110 - polls another process
-                    await asyncio.sleep(0.1)
+            try:
+                async with asyncio.timeout(15):
+                    while await ready() != count:  # noqa: ASYNC110 - polls another process
+                        await asyncio.sleep(0.1)
+            except TimeoutError:
+                _, _, err = await stop(proc, signal.SIGTERM)
+                raise AssertionError(f"not {count} ready sessions after 15 s:\n{err}") from None
 
         write(2)
         proc = await start("run", "--no-tui", "--config", str(path))

@@ -1,9 +1,9 @@
-"""H2Session against a scripted peer: h2's server side in memory, no sockets (h2 is sans-IO)."""
+"""H2Session against a scripted peer: h2's server side in memory; bytes in through
+``data_received``, bytes out through the Link's write callable, no transport or socket."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import h2.config
 import h2.errors
@@ -11,7 +11,7 @@ import h2.events as ev
 import h2.settings
 import pytest
 
-from cwndproxy.http2.endpoint import GracefulH2Connection
+from cwndproxy.http2.endpoint import GracefulH2Connection, Link
 from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import (
     H2Session,
@@ -21,43 +21,28 @@ from cwndproxy.upstream.session import (
 )
 
 
-class MemoryTransport(asyncio.Transport):
-    """Collects what the session writes; the test feeds it to the scripted server."""
+class Wire:
+    """The session's byte stream, in memory: what it writes, and whether it closed. The
+    session sees only the Link's callables, as it sees asyncio's wire in production."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, session: H2Session) -> None:
         self.buffer = bytearray()
         self.closing = False
-        self.protocol: H2Session | None = None
+        self.session = session
+        session.attach(Link(write=self.buffer.extend, close=self._close, abort=self._close))
 
-    def write(self, data: Any) -> None:
-        self.buffer += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
+    def _close(self) -> None:
         if not self.closing:
             self.closing = True
-            assert self.protocol is not None
-            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
+            asyncio.get_running_loop().call_soon(self.session.connection_lost, None)
 
 
 class Peer:
     """A scripted HTTP/2 server."""
 
-    def __init__(self, session: H2Session, transport: MemoryTransport) -> None:
+    def __init__(self, session: H2Session, wire: Wire) -> None:
         self.session = session
-        self.transport = transport
+        self.wire = wire
         self.conn = GracefulH2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
@@ -66,8 +51,8 @@ class Peer:
 
     def pump(self) -> list[ev.Event]:
         """Deliver client bytes to the peer and peer bytes to the client."""
-        data = bytes(self.transport.buffer)
-        self.transport.buffer.clear()
+        data = bytes(self.wire.buffer)
+        self.wire.buffer.clear()
         new = self.conn.receive_data(data) if data else []
         self.events += new
         out = self.conn.data_to_send()
@@ -97,15 +82,13 @@ class Peer:
             self.conn.send_headers(stream_id, trailers, end_stream=True)
 
 
-def make_session(settings: SessionSettings | None = None) -> tuple[H2Session, MemoryTransport]:
+def make_session(settings: SessionSettings | None = None) -> tuple[H2Session, Wire]:
     session = H2Session(
         authority="origin.test", scheme="https", settings=settings, rtt_probe_interval=0
     )
-    transport = MemoryTransport()
-    transport.protocol = session
-    session.connection_made(transport)
+    wire = Wire(session)
     session.start()
-    return session, transport
+    return session, wire
 
 
 async def settle() -> None:
@@ -114,8 +97,8 @@ async def settle() -> None:
 
 
 async def test_large_windows_and_frames_are_announced() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     events = peer.pump()
     changed = next(e for e in events if isinstance(e, ev.RemoteSettingsChanged))
     codes = h2.settings.SettingCodes
@@ -126,13 +109,13 @@ async def test_large_windows_and_frames_are_announced() -> None:
 
 
 async def test_assumes_one_stream_until_peer_settings_arrive() -> None:
-    session, transport = make_session()
+    session, wire = make_session()
     assert session.peer_max_concurrent_streams == 1
     first = await session.open_stream("GET", "/a", [], end_stream=True)
     second_task = asyncio.create_task(session.open_stream("GET", "/b", [], end_stream=True))
     await settle()
     assert not second_task.done(), "second stream must wait for the peer's SETTINGS"
-    peer = Peer(session, transport)
+    peer = Peer(session, wire)
     peer.pump()
     await settle()
     assert second_task.done()
@@ -141,8 +124,8 @@ async def test_assumes_one_stream_until_peer_settings_arrive() -> None:
 
 
 async def test_queues_beyond_peer_max_concurrent_streams() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
     peer.pump()
     peer.pump()
@@ -161,8 +144,8 @@ async def test_queues_beyond_peer_max_concurrent_streams() -> None:
 
 
 async def test_response_body_and_trailers() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.pump()
     stream = await session.open_stream("GET", "/t", [(b"te", b"trailers")], end_stream=True)
     peer.pump()
@@ -180,10 +163,10 @@ async def test_response_body_and_trailers() -> None:
 
 
 async def test_received_data_is_acknowledged_only_when_consumed() -> None:
-    session, transport = make_session(
+    session, wire = make_session(
         SessionSettings(stream_window=65535 * 2, connection_window=65535 * 8)
     )
-    peer = Peer(session, transport)
+    peer = Peer(session, wire)
     peer.pump()
     stream = await session.open_stream("GET", "/big", [], end_stream=True, kind=TrafficKind.DUMMY)
     peer.pump()
@@ -204,8 +187,8 @@ async def test_received_data_is_acknowledged_only_when_consumed() -> None:
 
 
 async def test_goaway_fails_streams_above_last_stream_id_as_unprocessed() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.pump()
     streams = [await session.open_stream("GET", f"/{i}", [], end_stream=True) for i in range(3)]
     peer.pump()
@@ -223,14 +206,14 @@ async def test_goaway_fails_streams_above_last_stream_id_as_unprocessed() -> Non
     peer.pump()
     assert (await streams[0].receive_response()).status == 204
     await settle()
-    assert transport.closing, "a drained session closes its connection"
+    assert wire.closing, "a drained session closes its connection"
     with pytest.raises(UpstreamError):
         await session.open_stream("GET", "/late", [], end_stream=True)
 
 
 async def test_protocol_error_fails_every_pending_stream() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.pump()
     streams = [await session.open_stream("GET", f"/{i}", [], end_stream=True) for i in range(2)]
     # A DATA frame on stream 0 is a connection error (RFC 9113 section 6.1).
@@ -243,8 +226,8 @@ async def test_protocol_error_fails_every_pending_stream() -> None:
 
 
 async def test_refused_stream_is_retryable_other_resets_are_not() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.pump()
     a = await session.open_stream("POST", "/a", [], end_stream=True)
     b = await session.open_stream("POST", "/b", [], end_stream=True)
@@ -260,8 +243,8 @@ async def test_refused_stream_is_retryable_other_resets_are_not() -> None:
 
 
 async def test_cancel_sends_rst_stream_cancel() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.pump()
     stream = await session.open_stream("GET", "/blob", [], end_stream=True)
     stream.cancel()
@@ -272,8 +255,8 @@ async def test_cancel_sends_rst_stream_cancel() -> None:
 
 
 async def test_request_body_waits_for_flow_control_window() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.pump()
     stream = await session.open_stream("POST", "/sink", [], end_stream=False)
     body = b"y" * 100_000  # more than the peer's default 65,535-byte window
@@ -297,8 +280,8 @@ async def test_request_body_waits_for_flow_control_window() -> None:
 
 
 async def test_ping_measures_rtt() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.pump()
     ping = asyncio.create_task(session.ping())
     await settle()
@@ -308,8 +291,8 @@ async def test_ping_measures_rtt() -> None:
 
 
 async def test_connection_loss_fails_streams_and_pings() -> None:
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.pump()
     stream = await session.open_stream("GET", "/", [], end_stream=True)
     ping = asyncio.create_task(session.ping())
@@ -324,24 +307,22 @@ async def test_connection_loss_fails_streams_and_pings() -> None:
 
 async def test_server_bytes_before_start_wait_for_our_preface() -> None:
     session = H2Session(authority="origin.test", scheme="http", rtt_probe_interval=0)
-    transport = MemoryTransport()
-    transport.protocol = session
-    session.connection_made(transport)
+    wire = Wire(session)
     server = GracefulH2Connection(h2.config.H2Configuration(client_side=False))
     server.initiate_connection()
     session.data_received(server.data_to_send())  # arrives before start()
-    assert bytes(transport.buffer) == b""
+    assert bytes(wire.buffer) == b""
     session.start()
-    assert bytes(transport.buffer).startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-    events = server.receive_data(bytes(transport.buffer))
+    assert bytes(wire.buffer).startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    events = server.receive_data(bytes(wire.buffer))
     assert any(isinstance(e, ev.SettingsAcknowledged) for e in events)
 
 
 async def test_stream_budget_retires_the_session_after_its_last_stream() -> None:
     """At the upstream's per-connection limit the session sends its own GOAWAY after the
     last allowed stream, which still completes; the next request never reaches the wire."""
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.pump()
     session.set_stream_budget(4, headroom=1)
     streams = [await session.open_stream("GET", f"/{i}", [], end_stream=True) for i in range(3)]
@@ -366,8 +347,8 @@ async def test_stream_budget_retires_the_session_after_its_last_stream() -> None
 async def test_a_woken_waiter_does_not_open_a_stream_on_a_retired_session() -> None:
     """A request queued for a stream slot is woken when one frees; if the session was
     retired in between, it must fail as unprocessed, not send HEADERS the upstream refuses."""
-    session, transport = make_session()
-    peer = Peer(session, transport)
+    session, wire = make_session()
+    peer = Peer(session, wire)
     peer.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
     peer.pump()
     peer.pump()

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trustme
 
-from cwndproxy.cli.parser import build_parser, config_from_args
 from cwndproxy.config import (
     Config,
     ConfigError,
@@ -189,30 +186,6 @@ def test_bad_upstream_url(url: str) -> None:
         parse_upstream_url(url)
 
 
-def test_flags_override_file(tmp_path: Path) -> None:
-    path = tmp_path / "c.toml"
-    path.write_text("[pool]\npool_size = 8\n[server]\nport = 9000\n")
-    args = build_parser().parse_args(
-        [
-            "run",
-            "--config",
-            str(path),
-            "--upstream",
-            "http://10.0.0.1:81",
-            "--pool-size",
-            "2",
-            "--listen",
-            "0.0.0.0:7000",
-            "--insecure",
-        ]
-    )
-    config = config_from_args(args)
-    assert (config.target.host, config.target.port, config.target.tls) == ("10.0.0.1", 81, False)
-    assert config.pool.pool_size == 2
-    assert (config.server.host, config.server.port) == ("0.0.0.0", 7000)
-    assert config.target.tls_insecure_skip_verify is True
-
-
 def test_effective_config_round_trips(tmp_path: Path) -> None:
     config = _config()
     config.pool.warm_up_headers = {"authorization": 'Bearer "x"'}
@@ -220,45 +193,6 @@ def test_effective_config_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "out.toml"
     path.write_text(to_toml(config))
     assert load_file(path) == config
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cwndproxy", *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def test_bad_config_exits_2_with_message_and_no_traceback(tmp_path: Path) -> None:
-    path = tmp_path / "bad.toml"
-    path.write_text(
-        '[target]\nhost = "origin.example"\n[pool]\nwarm_up_direction = "upload"\n'
-        'strategy = "burst"\n'
-    )
-    result = _cli("check-config", str(path))
-    assert result.returncode == 2
-    assert 'pool.warm_up_direction = "upload" needs pool.warm_up_upload_path' in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_check_config_prints_effective_config(tmp_path: Path) -> None:
-    path = tmp_path / "ok.toml"
-    path.write_text(
-        '[target]\nhost = "origin.example"\n[pool]\npool_size = 2\nbandwidth_mbps = 50\n'
-        'strategy = "off"\nwarm_up_headers = { authorization = "Bearer s3cret" }\n'
-    )
-    result = _cli("check-config", str(path))
-    assert result.returncode == 0, result.stderr
-    assert "pool_size = 2" in result.stdout
-    assert "per_connection_target_bps = 50000000" in result.stdout
-    # Credentials in warm-up headers are not printed.
-    assert 'warm_up_headers = { "authorization" = "<redacted>" }' in result.stdout
-    assert "s3cret" not in result.stdout
-
-
-def test_run_without_upstream_is_a_clear_error() -> None:
-    result = _cli("run")
-    assert result.returncode == 2
-    assert "needs --upstream" in result.stderr
 
 
 @pytest.mark.parametrize("host", ["origin.example", "127.0.0.1", "::1", "[::1]", "a-b.example."])
@@ -296,21 +230,11 @@ def test_inbound_certificate_and_key_must_load_and_match(tmp_path: Path) -> None
         validate(config)
 
 
-def test_check_config_names_a_missing_upstream(tmp_path: Path) -> None:
-    path = tmp_path / "empty.toml"
-    path.write_text("[pool]\npool_size = 2\n")
-    result = _cli("check-config", str(path))
-    assert result.returncode == 2
-    assert "target.host is not set" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_every_config_key_is_in_the_reference_and_docs_are_current() -> None:
     from cwndproxy.config.reference import MEANING, keys, markdown
 
     names = [key for key, _, _ in keys()]
     assert [n for n in names if n not in MEANING] == [], "undocumented config keys"
     assert [n for n in MEANING if n not in names] == [], "documented keys that do not exist"
-    docs = Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md"
+    docs = Path(__file__).resolve().parents[3] / "docs" / "CONFIG.md"
     assert docs.read_text() == markdown(), "docs/CONFIG.md is stale: check-config --reference"
-    assert _cli("check-config", "--reference").stdout == markdown()

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from cwndproxy.lab.origin import DemoOrigin
 from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.dial import UpstreamTarget, dial
-from cwndproxy.upstream.session import H2Session
+from cwndproxy.upstream.session import H2Session, UpstreamError
 from cwndproxy.warmup.controller import WarmupController, WarmupSettings
 from cwndproxy.warmup.coordinator import WarmupCoordinator
 from cwndproxy.warmup.policy import WarmState
 from cwndproxy.warmup.workers import DownloadWorker, UploadWorker, WarmupRejected
-from tests.conftest import ProxyFactory, proxy_config
+from tests.conftest import ProxyFactory, proxy_config, wait_for
 
 
 async def session_to(origin: DemoOrigin) -> H2Session:
@@ -30,12 +30,6 @@ async def session(origin: DemoOrigin) -> AsyncIterator[H2Session]:
     s = await session_to(origin)
     yield s
     await s.aclose()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling observed state
-            await asyncio.sleep(0.02)
 
 
 def settings(**kw: object) -> WarmupSettings:
@@ -82,12 +76,13 @@ async def test_upload_worker_restarts_after_early_termination(session: H2Session
     worker = UploadWorker(session, "/reset", "POST", {}, retry=True)
     for _ in range(3):
         # The reset may hit mid-send; the next send reopens the upload.
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(UpstreamError):
             await worker.send(10_000)
         await asyncio.sleep(0.05)
     assert worker.restarts >= 1
     no_retry = UploadWorker(session, "/reset", "POST", {}, retry=False)
-    with pytest.raises(Exception):  # noqa: B017 - reset or rejection, both end it
+    # The reset mid-send (UpstreamError) or, at the next send, the ended upload (rejected).
+    with pytest.raises((UpstreamError, WarmupRejected)):
         for _ in range(3):
             await no_retry.send(10_000)
             await asyncio.sleep(0.05)
@@ -150,8 +145,9 @@ async def test_no_dummy_traffic_under_max_concurrent_streams_1(
         config.pool.warm_up_download_path = "/cwnd/blob?size=10000000"
         config.pool.per_connection_dwell_ms = 300
         async with make_proxy(config) as proxy:
-            await asyncio.sleep(1.0)
             slot = proxy.pool.slots[0]
+            # Warm-up has run and been refused (twice), with the upstream's SETTINGS known.
+            await wait_for(lambda: _refusals(slot.controller) >= 2, timeout=10)
             assert slot.session is not None and slot.session.peer_max_concurrent_streams == 1
             assert slot.counters.dummy_rx == 0, "dummy must never take the last stream slot"
             reader, writer = await asyncio.open_connection("127.0.0.1", config.server.port)
@@ -258,3 +254,7 @@ async def test_dummy_and_real_headers_never_mix(
         assert r.header(b"authorization") == "Bearer client-token"
         assert r.header(b"cookie") == "session=client"
         assert r.header(b"x-warm") is None
+
+
+def _refusals(controller: object) -> int:
+    return controller.no_slot_refusals if isinstance(controller, WarmupController) else 0

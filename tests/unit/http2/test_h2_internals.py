@@ -1,0 +1,109 @@
+"""The private parts of h2 and hyperframe that cwnd-proxy replaces or patches, checked by
+name and by behaviour, so that a new h2 release that moves them fails here, loudly, and not
+as a subtle change of behaviour under load.
+
+Replaced or patched, and where:
+- ``H2Connection._receive_goaway_frame`` and ``_prepare_for_sending`` (http2/endpoint.py,
+  GracefulH2Connection: GOAWAY without closing the state machine, python-hyper/h2#1181);
+- ``H2Connection.incoming_buffer`` with FrameBuffer's ``_preamble``, ``_preamble_len``,
+  ``_validate_frame_length`` and ``_update_header_buffer`` (http2/framebuffer.py);
+- ``H2Connection._inbound_flow_control_window_manager``, a WindowManager whose
+  ``_bytes_processed`` and ``_maybe_update_window`` we override (upstream/credit.py);
+- hyperframe's ``Flags.__init__`` (``_valid_flags``, ``_flags``) and ``DataFrame.__repr__``
+  (http2/perf.py).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+
+import h2.config
+import h2.connection
+import h2.events as ev
+import h2.frame_buffer
+import h2.windows
+import hyperframe.flags
+import hyperframe.frame
+
+from cwndproxy.http2.endpoint import GracefulH2Connection
+from cwndproxy.http2.framebuffer import ZeroCopyFrameBuffer
+from cwndproxy.upstream.credit import InboundCredit
+
+# The releases these replacements were written and tested against (pyproject pins them).
+TESTED = {"h2": ("4.4",), "hyperframe": ("6.1",)}
+
+
+def test_the_installed_releases_are_the_tested_ones() -> None:
+    for name, series in TESTED.items():
+        version = importlib.metadata.version(name)
+        assert version.startswith(series), (
+            f"{name} {version} is not a tested release ({', '.join(series)}.x): check "
+            "this module's list of private names against it, then extend TESTED and pyproject"
+        )
+
+
+def test_the_connection_methods_we_override_exist_with_our_signatures() -> None:
+    conn = h2.connection.H2Connection
+    goaway = inspect.signature(conn._receive_goaway_frame)
+    assert list(goaway.parameters) == ["self", "frame"]
+    assert list(inspect.signature(conn._prepare_for_sending).parameters) == ["self", "frames"]
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    assert isinstance(client.incoming_buffer, h2.frame_buffer.FrameBuffer)
+    assert isinstance(client._inbound_flow_control_window_manager, h2.windows.WindowManager)
+
+
+def test_the_frame_buffer_internals_we_rely_on_exist() -> None:
+    buffer = h2.frame_buffer.FrameBuffer(server=True)
+    assert isinstance(buffer._preamble, bytes) and buffer._preamble_len == len(buffer._preamble)
+    assert callable(buffer._validate_frame_length)
+    assert callable(buffer._update_header_buffer)
+    assert isinstance(ZeroCopyFrameBuffer(server=True), h2.frame_buffer.FrameBuffer)
+
+
+def test_the_window_manager_internals_we_rely_on_exist() -> None:
+    manager = h2.windows.WindowManager(max_window_size=65535)
+    assert manager._bytes_processed == 0
+    assert callable(manager._maybe_update_window)
+    # h2 asks the replacement, not a cached copy: a grant from it reaches the wire.
+    credit = InboundCredit(initial=65535)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn._inbound_flow_control_window_manager = credit
+    assert conn.inbound_flow_control_window == credit.current_window_size
+
+
+def test_hyperframe_flags_and_data_repr_are_where_perf_patches_them() -> None:
+    assert list(inspect.signature(hyperframe.flags.Flags.__init__).parameters) == [
+        "self",
+        "defined_flags",
+    ]
+    flags = hyperframe.flags.Flags(hyperframe.frame.DataFrame.defined_flags)
+    assert isinstance(flags._valid_flags, set) and isinstance(flags._flags, set)
+    assert "__repr__" in vars(hyperframe.frame.DataFrame) or "__repr__" in vars(
+        hyperframe.frame.Frame
+    )
+
+
+def test_a_goaway_leaves_streams_below_last_stream_id_open() -> None:
+    """The behaviour GracefulH2Connection exists for: after a received GOAWAY, the rest of
+    a response on a stream at or below last_stream_id is still accepted."""
+    client = GracefulH2Connection(h2.config.H2Configuration(client_side=True))
+    # Both sides graceful: plain h2 also closes its state machine on *sending* GOAWAY.
+    server = GracefulH2Connection(h2.config.H2Configuration(client_side=False))
+    client.initiate_connection()
+    server.initiate_connection()
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    client.send_headers(
+        1,
+        [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")],
+        end_stream=True,
+    )
+    server.receive_data(client.data_to_send())
+    server.send_headers(1, [(":status", "200")])
+    server.send_goaway(last_stream_id=1)
+    server.send_data(1, b"rest", end_stream=True)
+    events = client.receive_data(server.data_to_send())
+    kinds = [type(e) for e in events]
+    assert ev.ConnectionTerminated in kinds
+    assert ev.DataReceived in kinds and ev.StreamEnded in kinds
