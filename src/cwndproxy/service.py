@@ -8,7 +8,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
 
 from cwndproxy.config import Config, parse_host_port
 from cwndproxy.config.reload import ReloadPlan, plan_reload
@@ -16,7 +15,13 @@ from cwndproxy.pool.pool import Pool
 from cwndproxy.pool.slot import PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
 from cwndproxy.proxy.request_rules import HeaderLimits
-from cwndproxy.proxy.server import AsgiApp, GranianServer, HypercornServer, InboundServer
+from cwndproxy.proxy.server import (
+    AsgiApp,
+    GranianServer,
+    HypercornServer,
+    InboundServer,
+    Listener,
+)
 from cwndproxy.telemetry.exporter import AdminServer
 from cwndproxy.telemetry.logs import access_logger
 from cwndproxy.telemetry.sampler import Monitor
@@ -78,23 +83,23 @@ def forwarding_settings(config: Config) -> ForwardingSettings:
 
 def inbound_server(config: Config, app: AsgiApp) -> InboundServer:
     s = config.server
-    common: dict[str, Any] = {
-        "host": s.host,
-        "port": s.port,
-        "tls_cert": s.tls_cert_file if s.inbound_tls else None,
-        "tls_key": s.tls_key_file if s.inbound_tls else None,
-        "read_timeout_ms": s.read_timeout_ms,
-        "backlog": s.backlog,
-    }
+    listener = Listener(
+        host=s.host,
+        port=s.port,
+        tls_cert=s.tls_cert_file if s.inbound_tls else None,
+        tls_key=s.tls_key_file if s.inbound_tls else None,
+        read_timeout_ms=s.read_timeout_ms,
+        backlog=s.backlog,
+    )
     if s.inbound_server == "hypercorn":
-        return HypercornServer(app, **common)
+        return HypercornServer(app, listener)
     return GranianServer(
         app,
+        listener,
         h2c=s.inbound_h2c,
         idle_timeout_ms=s.idle_timeout_ms,
         stream_window=config.pool.stream_window_bytes,
         max_connections=s.max_connections,
-        **common,
     )
 
 

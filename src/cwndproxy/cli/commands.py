@@ -335,8 +335,9 @@ def _demo_compare(
     dashboard starts: the same object after idle through the warm proxy, straight from the
     origin on a new connection, and straight on a connection reused after the same idle."""
     import json
-    import subprocess
     import time
+
+    from cwndproxy.lab.testbed import netns
 
     print(f"Measuring a {DEMO_OBJECT / 1e6:g} MB fetch three ways (about 30 s) ...", flush=True)
     proxy = tb.start_proxy(
@@ -358,9 +359,7 @@ def _demo_compare(
             timeout=60,
         )
     finally:
-        proxy.send_signal(2)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proxy.wait(timeout=15)
+        netns.stop_process(proxy, timeout=15)
     probe = tb.run_cwnd_proxy(
         "probe",
         f"{info.h2c_url}/cwnd/blob",

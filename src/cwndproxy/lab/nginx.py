@@ -20,7 +20,9 @@ from typing import IO
 from cwndproxy.lab.origin import blob_bytes
 from cwndproxy.lab.ports import listening
 
-_CONFIG = """\
+# A private nginx: one process in the foreground, every path under its own directory
+# (formatted with ``dir``), so it runs unprivileged next to a system nginx. Ends inside http{}.
+PRELUDE = """\
 daemon off;
 master_process off;
 worker_processes 1;
@@ -34,6 +36,11 @@ http {{
     fastcgi_temp_path {dir}/tmp/fastcgi;
     uwsgi_temp_path {dir}/tmp/uwsgi;
     scgi_temp_path {dir}/tmp/scgi;
+"""
+
+_CONFIG = (
+    PRELUDE
+    + """\
     default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
@@ -49,6 +56,7 @@ http {{
 {servers}
 }}
 """
+)
 
 _SERVER = """\
     server {{

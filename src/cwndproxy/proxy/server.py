@@ -16,6 +16,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,31 +58,43 @@ def _check_bindable(host: str, port: int) -> None:
         sock.bind((host, port))
 
 
-class HypercornServer:
+@dataclass(frozen=True)
+class Listener:
+    """Where and how clients connect, whichever server accepts them."""
+
+    host: str
+    port: int
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Request headers must arrive within this; it also ends idle HTTP/1.1 keep-alive.
+    read_timeout_ms: int = 30000
+    backlog: int = 1024
+
+
+class _ListeningServer:
+    def __init__(self, listener: Listener) -> None:
+        self.host = listener.host
+        self.port = listener.port
+        self.tls = bool(listener.tls_cert)
+
+    @property
+    def url(self) -> str:
+        return format_url(self.tls, self.host, self.port)
+
+
+class HypercornServer(_ListeningServer):
     """InboundServer on hypercorn (trailers supported)."""
 
-    def __init__(
-        self,
-        app: AsgiApp,
-        *,
-        host: str,
-        port: int,
-        tls_cert: str | None = None,
-        tls_key: str | None = None,
-        read_timeout_ms: int = 30000,
-        backlog: int = 1024,
-    ) -> None:
+    def __init__(self, app: AsgiApp, listener: Listener) -> None:
         from hypercorn.config import Config as HypercornConfig
 
-        self.host = host
-        self.port = port
-        self.tls = bool(tls_cert)
+        super().__init__(listener)
         self.app = app
         config = HypercornConfig()
-        config.bind = [f"{bracket_host(host)}:{port}"]
-        if tls_cert and tls_key:
-            config.certfile = tls_cert
-            config.keyfile = tls_key
+        config.bind = [f"{bracket_host(self.host)}:{self.port}"]
+        if listener.tls_cert and listener.tls_key:
+            config.certfile = listener.tls_cert
+            config.keyfile = listener.tls_key
         config.alpn_protocols = ["h2", "http/1.1"]
         # Not hypercorn's read_timeout: it ends a connection whose client sent nothing for
         # that long, which is every HTTP/1.1 client in the middle of a long download (the
@@ -89,17 +102,13 @@ class HypercornServer:
         # keep_alive_timeout runs only while no request is in progress, from the moment
         # the connection opens: a silent or slowloris connection (whose request never
         # completes) is closed after it, an active download never.
-        config.keep_alive_timeout = max(1, read_timeout_ms // 1000)
-        config.backlog = backlog
+        config.keep_alive_timeout = max(1, listener.read_timeout_ms // 1000)
+        config.backlog = listener.backlog
         config.accesslog = None
         config.errorlog = None
         self._config = config
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return format_url(self.tls, self.host, self.port)
 
     async def start(self, ready_timeout: float = 10.0) -> None:
         from hypercorn.asyncio import serve
@@ -139,44 +148,37 @@ async def _wait_listening(
         return
 
 
-class GranianServer:
+class GranianServer(_ListeningServer):
     """InboundServer on granian (the default)."""
 
     def __init__(
         self,
         app: AsgiApp,
+        listener: Listener,
         *,
-        host: str,
-        port: int,
-        tls_cert: str | None = None,
-        tls_key: str | None = None,
         h2c: bool = True,
-        read_timeout_ms: int = 30000,
         idle_timeout_ms: int = 60000,
         stream_window: int = 16 * 1024 * 1024,
         log_enabled: bool = False,
         max_connections: int = 10000,
-        backlog: int = 1024,
     ) -> None:
-        self.host = host
-        self.port = port
-        self.tls = bool(tls_cert)
+        super().__init__(listener)
         # Over TLS, ALPN picks h1 or h2; in plain text, auto mode detects the h2 preface
         # (prior knowledge). With h2c off, plain text is HTTP/1.1 only.
         mode = HTTPModes.auto if (self.tls or h2c) else HTTPModes.http1
         self._server = Server(
             app,
-            address=host,
-            port=port,
+            address=self.host,
+            port=self.port,
             interface=Interfaces.ASGINL,
             http=mode,
             # backpressure caps the connections granian serves at once: its default
             # (backlog // workers = 128) let 128 idle keep-alive clients lock out the rest.
-            backlog=backlog,
+            backlog=listener.backlog,
             backpressure=max_connections,
             # Also bounds an idle keep-alive connection's wait for its next request, and a
             # slowloris client's trickle of header bytes.
-            http1_settings=HTTP1Settings(header_read_timeout=read_timeout_ms),
+            http1_settings=HTTP1Settings(header_read_timeout=listener.read_timeout_ms),
             http2_settings=HTTP2Settings(
                 # Windows as large as upstream ones, so the client leg is never the limit.
                 initial_connection_window_size=4 * stream_window,
@@ -186,17 +188,13 @@ class GranianServer:
                 keep_alive_timeout=max(1, idle_timeout_ms // 1000),
                 max_send_buffer_size=1024 * 1024,
             ),
-            ssl_cert=Path(tls_cert) if tls_cert else None,
-            ssl_key=Path(tls_key) if tls_key else None,
+            ssl_cert=Path(listener.tls_cert) if listener.tls_cert else None,
+            ssl_key=Path(listener.tls_key) if listener.tls_key else None,
             log_enabled=log_enabled,
             log_level=LogLevels.warning,
             websockets=False,
         )
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return format_url(self.tls, self.host, self.port)
 
     async def start(self, ready_timeout: float = 10.0) -> None:
         """Start serving and return once the port accepts connections.

@@ -32,7 +32,6 @@ import math
 import random
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 
 from cwndproxy.config import PoolConfig
 from cwndproxy.lab.bench import peers
+from cwndproxy.lab.bench.prepare import testbed_out_dir
 from cwndproxy.lab.testbed import netns, origins
 from cwndproxy.lab.testbed.observer import KernelSample, WindowObserver
 
@@ -407,13 +407,7 @@ class CellRun:
         proc, r.proc = r.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(2)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        netns.stop_process(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 
@@ -827,13 +821,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c.name:14s} {c.describe()}; ideal {c.ideal * 1000:.0f} ms")
         print("arms: " + ", ".join(a.name for a in arms))
         return 0
-    try:
-        netns.check_available()
-    except netns.TestbedUnavailable as exc:
-        print(f"cwnd-proxy bench --matrix: {exc}", file=sys.stderr)
+    out = testbed_out_dir("cwnd-proxy bench --matrix", args.out)
+    if out is None:
         return 1
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     raw: dict[str, list[dict[str, Any]]] = {}

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cwndproxy.lab.nginx import PRELUDE
 from cwndproxy.lab.testbed.netns import Testbed
 
 _HAPROXY = """\
@@ -42,20 +43,9 @@ backend be
 pool-purge-delay 300s
 """
 
-_NGINX_PROXY = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
+_NGINX_PROXY = (
+    PRELUDE
+    + """\
     client_max_body_size 0;
     upstream origin {{
         server {origin_addr}:{origin_port};
@@ -80,10 +70,18 @@ http {{
     }}
 }}
 """
+)
 
 
 class PeerUnavailable(Exception):
     """The peer's binary is not installed; the message says which package."""
+
+
+def _binary(name: str, package: str) -> str:
+    binary = shutil.which(name) or f"/usr/sbin/{name}"
+    if not Path(binary).exists():
+        raise PeerUnavailable(f"{name} not found (Debian: apt-get install {package})")
+    return binary
 
 
 def start_haproxy(
@@ -94,9 +92,7 @@ def start_haproxy(
     origin_port: int,
     ca_file: str,
 ) -> subprocess.Popen[bytes]:
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not Path(binary).exists():
-        raise PeerUnavailable("haproxy not found (Debian: apt-get install haproxy)")
+    binary = _binary("haproxy", "haproxy")
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "haproxy.cfg"
     conf.write_text(
@@ -110,15 +106,9 @@ def start_haproxy(
     check = tb.run("c", [binary, "-c", "-q", "-f", str(conf)], timeout=20)
     if check.returncode != 0:
         raise RuntimeError(f"haproxy rejected its config: {check.stderr.strip()}")
-    proc = tb.popen(
-        "c",
-        [binary, "-db", "-f", str(conf)],
-        register=f"haproxy-{listen_port}",
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "haproxy.log", "wb"),  # noqa: SIM115 - owned by the process
+    return _start(
+        tb, [binary, "-db", "-f", str(conf)], f"haproxy-{listen_port}", workdir, listen_port
     )
-    tb.wait_listening("c", listen_port)
-    return proc
 
 
 def start_nginx_proxy(
@@ -129,9 +119,7 @@ def start_nginx_proxy(
     origin_port: int,
     ca_file: str,
 ) -> subprocess.Popen[bytes]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        raise PeerUnavailable("nginx not found (Debian: apt-get install nginx-light)")
+    binary = _binary("nginx", "nginx-light")
     for sub in ("tmp", "logs"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     conf = workdir / "nginx.conf"
@@ -144,12 +132,20 @@ def start_nginx_proxy(
             ca_file=ca_file,
         )
     )
+    argv = [binary, "-p", str(workdir), "-c", str(conf)]
+    return _start(tb, argv, f"nginx-proxy-{listen_port}", workdir, listen_port)
+
+
+def _start(
+    tb: Testbed, argv: list[str], name: str, workdir: Path, listen_port: int
+) -> subprocess.Popen[bytes]:
+    """In the client namespace, its stderr in ``workdir``; returns once it listens."""
     proc = tb.popen(
         "c",
-        [binary, "-p", str(workdir), "-c", str(conf)],
-        register=f"nginx-proxy-{listen_port}",
+        argv,
+        register=name,
         stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "stderr.log", "wb"),  # noqa: SIM115 - owned by the process
+        stderr=open(workdir / f"{name}.log", "wb"),  # noqa: SIM115 - owned by the process
     )
     tb.wait_listening("c", listen_port)
     return proc

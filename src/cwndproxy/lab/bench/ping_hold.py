@@ -213,15 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=4_000_000, help="fetch size (default 4 MB)")
     p.add_argument("--out", default="bench/results/ping_hold", help="output directory")
     args = p.parse_args(raw)
-    from cwndproxy.lab.testbed import netns
+    from cwndproxy.lab.bench.prepare import testbed_out_dir
 
-    try:
-        netns.check_available()
-    except netns.TestbedUnavailable as exc:
-        print(f"cwnd-proxy bench --ping-hold: {exc}", file=sys.stderr)
+    out = testbed_out_dir("cwnd-proxy bench --ping-hold", args.out)
+    if out is None:
         return 1
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     print(f"holding for {args.hold:g} s ...", flush=True)
     result = run(args.rtt, args.rate, args.hold, args.size, out)
     (out / "ping_hold.json").write_text(json.dumps(result))

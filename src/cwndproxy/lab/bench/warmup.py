@@ -27,12 +27,12 @@ import json
 import random
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cwndproxy.lab.bench.prepare import testbed_out_dir
 from cwndproxy.lab.testbed import netns, origins
 from cwndproxy.lab.testbed.observer import KernelSample
 
@@ -80,21 +80,28 @@ def _curl_time(tb: netns.Testbed, argv: list[str]) -> float:
     return float(r.stdout)
 
 
-def _start_proxy(tb: netns.Testbed, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start_proxy(
+    tb: netns.Testbed, info: origins.OriginInfo, strategy: str, args: list[str], log: Path
+) -> subprocess.Popen[bytes]:
+    """The proxy in front of the testbed's origin over TLS, logging to ``log``."""
     return tb.start_proxy(
-        ["-v", "--pool-size", str(POOL), "--bandwidth-mbps", str(RATE / 1e6), *args],
+        [
+            "-v",
+            "--pool-size",
+            str(POOL),
+            "--bandwidth-mbps",
+            str(RATE / 1e6),
+            "--upstream",
+            info.tls_url,
+            "--ca-file",
+            info.ca_file,
+            "--strategy",
+            strategy,
+            *args,
+        ],
         listen=f"127.0.0.1:{PROXY_PORT}",
         log=log,
     )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(2)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _wait_warm(log: Path, strategy: str, timeout: float = 30.0) -> None:
@@ -142,22 +149,10 @@ def download_arm(strategy: str, runs: int, out: Path, rng: random.Random) -> Arm
         info = origins.start_nginx(tb)
         url = f"http://127.0.0.1:{PROXY_PORT}{info.blob_path}"
         observer = tb.observer(origins.TLS_PORT, 0.05)
-        proxy = _start_proxy(
-            tb,
-            [
-                "--upstream",
-                info.tls_url,
-                "--ca-file",
-                info.ca_file,
-                "--strategy",
-                strategy,
-                "--download-path",
-                info.blob_path,
-            ],
-            out / f"proxy-{strategy}.log",
-        )
+        log = out / f"proxy-{strategy}.log"
+        proxy = _start_proxy(tb, info, strategy, ["--download-path", info.blob_path], log)
         try:
-            _wait_warm(out / f"proxy-{strategy}.log", strategy)
+            _wait_warm(log, strategy)
             # A quiet period: what the origin sends now is dummy traffic only.
             before = _acked(observer.samples)
             t0 = time.monotonic()
@@ -176,7 +171,7 @@ def download_arm(strategy: str, runs: int, out: Path, rng: random.Random) -> Arm
                     time.sleep(rng.uniform(0.3, 3.0))
                     arm.random_ttlb.append(_curl_time(tb, ["-r", f"0-{SIZE - 1}", url]))
         finally:
-            _stop(proxy)
+            netns.stop_process(proxy)
             arm.cwnd = _cwnd_rows(observer.stop())
     return arm
 
@@ -210,26 +205,13 @@ def upload_arm(strategy: str, runs: int, out: Path) -> Arm:
         info = origins.start_demo_origin(tb)
         # The proxy's own sockets to the origin: our snd_cwnd is the window for upload.
         observer = tb.observer(origins.TLS_PORT, 0.05, side="c")
-        proxy = _start_proxy(
-            tb,
-            [
-                "--upstream",
-                info.tls_url,
-                "--ca-file",
-                info.ca_file,
-                "--strategy",
-                strategy,
-                "--direction",
-                "upload",
-                "--upload-path",
-                "/cwnd/sink",
-            ],
-            out / f"proxy-upload-{strategy}.log",
-        )
+        upload = ["--direction", "upload", "--upload-path", "/cwnd/sink"]
+        log = out / f"proxy-upload-{strategy}.log"
+        proxy = _start_proxy(tb, info, strategy, upload, log)
         payload = out / "upload.bin"
         payload.write_bytes(bytes(SIZE))
         try:
-            _wait_warm(out / f"proxy-upload-{strategy}.log", strategy)
+            _wait_warm(log, strategy)
             for _ in range(runs):
                 time.sleep(3.0)
                 arm.ttlb.append(
@@ -243,7 +225,7 @@ def upload_arm(strategy: str, runs: int, out: Path) -> Arm:
                     )
                 )
         finally:
-            _stop(proxy)
+            netns.stop_process(proxy)
             arm.cwnd = _cwnd_rows(observer.stop(), by_local=True)
     return arm
 
@@ -308,13 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-upload", action="store_true", help="skip the upload scenario")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
-    try:
-        netns.check_available()
-    except netns.TestbedUnavailable as exc:
-        print(f"cwnd-proxy bench: {exc}", file=sys.stderr)
+    out = testbed_out_dir("cwnd-proxy bench", args.out)
+    if out is None:
         return 1
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     ideal = RTT + SIZE * 8 / RATE
     arms = [download_arm(s, args.runs, out, rng) for s in ("auto", "burst", "ping", "off")]

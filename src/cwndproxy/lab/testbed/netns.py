@@ -105,6 +105,19 @@ def netns_exec(ns: str) -> list[str]:
     return ["ip", "netns", "exec", ns]
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGINT (a graceful shutdown for the proxy, nginx and HAProxy alike), then SIGKILL
+    after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def cwnd_proxy_argv(command: str, *args: str) -> list[str]:
     """``cwnd-proxy COMMAND ARGS`` with this interpreter: inside a namespace (as root) the
     virtualenv's script need not be on PATH."""
