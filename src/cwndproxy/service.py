@@ -53,7 +53,7 @@ def session_settings(config: Config) -> SessionSettings:
     return SessionSettings(
         stream_window=p.stream_window_bytes,
         connection_window=p.connection_window_bytes,
-        max_frame_size=p.max_frame_size,
+        max_frame_size=config.effective_max_frame_size,
         # auto bounds the upstream's first flight after idle through the connection
         # window (warm-up LimitBurst); other strategies grant it all upfront.
         metered_window=(

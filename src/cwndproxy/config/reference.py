@@ -57,7 +57,10 @@ MEANING: dict[str, str] = {
     "pool.rtt_probe_interval_ms": "HTTP/2 PING period for RTT measurement; 0 = off.",
     "pool.stream_window_bytes": "HTTP/2 stream receive window (must exceed the BDP).",
     "pool.connection_window_bytes": "HTTP/2 connection receive window (buffer allowance).",
-    "pool.max_frame_size": "SETTINGS_MAX_FRAME_SIZE we accept.",
+    "pool.max_frame_size": "SETTINGS_MAX_FRAME_SIZE we announce upstream (the largest DATA "
+    "frame the upstream may send). 0 = auto: what `bandwidth_mbps` carries in 2 ms, as a "
+    "power of two from 16 KiB to 1 MiB, because a frame's first byte is forwarded only once "
+    "the whole frame has crossed the path.",
     "pool.reconnect_min_ms": "First reconnect back-off step.",
     "pool.reconnect_max_ms": "Largest reconnect back-off step.",
     "pool.upstream_max_streams": (

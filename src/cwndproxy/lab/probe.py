@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.dial import UpstreamTarget, dial
-from cwndproxy.upstream.session import H2Session, UpstreamError
+from cwndproxy.upstream.session import H2Session, SessionSettings, UpstreamError
 from cwndproxy.urls import split_http_url
 
 # After the longest idle gap, this much slower than warm counts as a window reset (a
@@ -132,7 +132,10 @@ async def run_probe(
 ) -> ProbeResult:
     target, path = target_from_url(url, ca_file=ca_file, insecure=insecure, server_name=server_name)
     t0 = time.perf_counter()
-    session = await dial(target, rtt_probe_interval=0)
+    # The protocol's default frame size, as curl and browsers announce: a larger frame
+    # arrives whole or not at all, which would add its path time to every first byte.
+    settings = SessionSettings(max_frame_size=16384)
+    session = await dial(target, settings=settings, rtt_probe_interval=0)
     connect_ms = (time.perf_counter() - t0) * 1000
     try:
         rtts = [await session.ping() * 1000 for _ in range(pings)]

@@ -238,3 +238,15 @@ def test_every_config_key_is_in_the_reference_and_docs_are_current() -> None:
     assert [n for n in MEANING if n not in names] == [], "documented keys that do not exist"
     docs = Path(__file__).resolve().parents[3] / "docs" / "CONFIG.md"
     assert docs.read_text() == markdown(), "docs/CONFIG.md is stale: check-config --reference"
+
+
+@pytest.mark.parametrize(
+    ("mbps", "expected"),
+    [(10, 16384), (100, 16384), (1000, 131072), (10000, 1024 * 1024), (100000, 1024 * 1024)],
+)
+def test_auto_frame_size_is_what_the_bandwidth_carries_in_2_ms(mbps: float, expected: int) -> None:
+    config = _config()
+    config.pool.bandwidth_mbps = mbps
+    assert config.effective_max_frame_size == expected
+    config.pool.max_frame_size = 65536  # a set value wins
+    assert config.effective_max_frame_size == 65536

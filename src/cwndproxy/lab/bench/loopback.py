@@ -77,6 +77,10 @@ def proxy_process(args: list[str], *, dashboard: bool = False) -> Iterator[int]:
         "2",
         "--strategy",
         "off",
+        # Loopback carries >10 Gbit/s: say so, which also lets the upstream send 1 MiB
+        # frames (pool.max_frame_size auto), as the bulk arms need.
+        "--bandwidth-mbps",
+        "10000",
         *args,
         *extra,
     ]
