@@ -37,6 +37,14 @@ async def wait_port(port: int, proc: asyncio.subprocess.Process, timeout: float 
         raise AssertionError(f"exited early: {err.decode()}") from None
 
 
+async def _status_and_size(curl: str, url: str, *flags: str) -> bytes:
+    """curl's "STATUS BYTES" for a GET of ``url``."""
+    result = await run(
+        curl, "-s", *flags, "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url
+    )
+    return result.stdout
+
+
 async def stop(proc: asyncio.subprocess.Process, sig: int) -> tuple[int, str, str]:
     proc.send_signal(sig)
     async with asyncio.timeout(20):
@@ -50,16 +58,9 @@ async def test_demo_serves_prints_a_curl_line_and_stops_cleanly_on_sigint() -> N
     port = free_port()
     proc = await start("demo", "--no-tui", "--listen", f"127.0.0.1:{port}")
     await wait_port(port, proc)
-    result = await run(
-        curl,
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{size_download}",
-        f"http://127.0.0.1:{port}/cwnd/blob?size=4000000",
+    assert await _status_and_size(curl, f"http://127.0.0.1:{port}/cwnd/blob?size=4000000") == (
+        b"200 4000000"
     )
-    assert result.stdout == b"200 4000000"
     code, out, err = await stop(proc, signal.SIGINT)
     assert code == 0, err
     assert re.search(rf"curl .*http://127\.0\.0\.1:{port}/cwnd/blob", out)
@@ -86,17 +87,8 @@ async def test_run_proxies_on_either_event_loop_and_exits_0_on_sigterm(loop: str
             "/cwnd/blob",
         )
         await wait_port(port, proc)
-        result = await run(
-            curl,
-            "-s",
-            "--http2-prior-knowledge",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{size_download}",
-            f"http://127.0.0.1:{port}/cwnd/blob?size=3000000",
-        )
-        assert result.stdout == b"200 3000000"
+        url = f"http://127.0.0.1:{port}/cwnd/blob?size=3000000"
+        assert await _status_and_size(curl, url, "--http2-prior-knowledge") == b"200 3000000"
         code, _, err = await stop(proc, signal.SIGTERM)
         assert code == 0, err
         assert "SIGTERM received" in err and "Traceback" not in err, err
