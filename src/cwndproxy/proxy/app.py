@@ -275,7 +275,9 @@ class ForwardingApp:
                     await _error(send, 429, "too many streams reset by this connection")
                     return
             await self._forward(
-                method, path, authority, headers, body, watch, answer, receive, trailers_ok
+                ClientRequest(method, path, authority, headers, body, watch, answer),
+                receive,
+                trailers_ok,
             )
         finally:
             if counted:
@@ -286,18 +288,9 @@ class ForwardingApp:
                     connection.early_resets += 1
                 await watch.aclose()
 
-    async def _forward(
-        self,
-        method: str,
-        path: str,
-        authority: str,
-        headers: list[tuple[bytes, bytes]],
-        body: RequestBody,
-        watch: ClientWatch | None,
-        answer: _Answer,
-        receive: Receive,
-        trailers_ok: bool,
-    ) -> None:
+    async def _forward(self, request: ClientRequest, receive: Receive, trailers_ok: bool) -> None:
+        method, path, headers, body = request.method, request.path, request.headers, request.body
+        answer = request.answer
         send = answer.send
         # Sessions, not slots, that had a go: a slot whose session was replaced (GOAWAY) is
         # a fresh connection and a fine place for the retry.
@@ -335,9 +328,7 @@ class ForwardingApp:
                 # this stream, at worst for the whole connection.
                 await _error(send, 431, f"headers larger than the upstream accepts ({limit})")
                 return
-            exchange = _Exchange(
-                self, slot, session, method, path, authority, headers, body, watch, answer
-            )
+            exchange = _Exchange(self, slot, session, request)
             try:
                 await exchange.run(send, receive, trailers_ok)
                 return
@@ -380,56 +371,54 @@ class ForwardingApp:
                 return
 
 
+@dataclass(slots=True)
+class ClientRequest:
+    """One client request as the app forwards it, whichever attempt carries it."""
+
+    method: str
+    path: str
+    authority: str
+    headers: list[tuple[bytes, bytes]]
+    body: RequestBody
+    watch: ClientWatch | None
+    answer: _Answer
+
+
 class _Exchange:
     """One attempt at forwarding one request over one session."""
 
     def __init__(
-        self,
-        app: ForwardingApp,
-        slot: PoolSlot,
-        session: H2Session,
-        method: str,
-        path: str,
-        authority: str,
-        headers: list[tuple[bytes, bytes]],
-        body: RequestBody,
-        watch: ClientWatch | None,
-        answer: _Answer,
+        self, app: ForwardingApp, slot: PoolSlot, session: H2Session, request: ClientRequest
     ) -> None:
         self.app = app
-        self.watch = watch
-        self.answer = answer
+        self.request = request
         self.slot = slot
         self.session = session
-        self.method = method
-        self.path = path
-        self.authority = authority
-        self.headers = headers
-        self.body = body
         self.response_started = False
         self.stream: UpstreamStream | None = None
 
     async def run(self, send: Send, receive: Receive, trailers_ok: bool) -> None:
         settings = self.app.settings
+        request = self.request
         stream = await self.session.open_stream(
-            self.method,
-            self.path,
-            self.headers,
-            end_stream=self.body.empty,
+            request.method,
+            request.path,
+            request.headers,
+            end_stream=request.body.empty,
             kind=TrafficKind.REAL,
-            authority=self.authority,
+            authority=request.authority,
         )
         self.stream = stream
-        if self.watch is not None:
-            self.watch.stream = stream
+        if request.watch is not None:
+            request.watch.stream = stream
         pump: asyncio.Task[None] | None = None
         watcher: ClientWatch | None = None
         try:
-            if not self.body.empty:
+            if not request.body.empty:
                 pump = asyncio.get_running_loop().create_task(self._pump_body(stream))
             try:
                 response = await stream.receive_response(settings.response_timeout)
-                self.answer.upstream_answered()
+                request.answer.upstream_answered()
             except UpstreamError:
                 if _client_left(pump):
                     # The pump reset the stream because the client left mid-body (or sent a
@@ -439,9 +428,9 @@ class _Exchange:
                 raise
             if _client_left(pump):
                 raise _pump_error(pump)
-            if self.watch is None and self.body.complete and (pump is None or pump.done()):
+            if request.watch is None and request.body.complete and (pump is None or pump.done()):
                 # A streamed body is complete now: from here on, watch for the client leaving.
-                watcher = ClientWatch(receive, self.body)
+                watcher = ClientWatch(receive, request.body)
                 watcher.stream = stream
             await self._relay_response(send, stream, response, trailers_ok)
             if pump is not None and not pump.done():
@@ -464,7 +453,7 @@ class _Exchange:
 
     async def _pump_body(self, stream: UpstreamStream) -> None:
         try:
-            async for chunk in self.body.stream():
+            async for chunk in self.request.body.stream():
                 await stream.send(chunk)
             await stream.end()
         except (ClientGone, BadRequestBody):
@@ -483,7 +472,7 @@ class _Exchange:
         # Fetch the first piece before committing headers: if the stream fails right away,
         # the client can still get a clean 502 (or the request a retry).
         first = b""
-        if self.method != "HEAD":
+        if self.request.method != "HEAD":
             first = await stream.read()
         start: Message = {
             "type": "http.response.start",
