@@ -8,7 +8,7 @@ APT_STAMP := $(VENV)/.apt-tools
 # Third-party peers the tests talk to: nginx (upstream), curl and h2load (clients), ss (socket census).
 APT_TOOLS := nginx-light nghttp2-client curl iproute2 tmux openssl haproxy
 
-.PHONY: run test chaos lint typecheck unit bench bench-matrix bench-matrix-quick bench-ping-hold bench-loopback bench-testbed clean apt-tools
+.PHONY: run test chaos lint typecheck unit bench bench-matrix bench-matrix-quick bench-ping-hold bench-loopback bench-testbed bench-first-byte clean apt-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-matrix-quick: $(DEV_STAMP) apt-tools
 bench-ping-hold: $(DEV_STAMP) apt-tools
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/cwnd-proxy bench --ping-hold
+
+# Time to first and last byte from an origin that sends large frames (root, ~1 minute).
+bench-first-byte: $(DEV_STAMP) apt-tools
+	$(BIN)/python -m cwndproxy.lab.bench.first_byte
 
 bench-testbed: $(DEV_STAMP) apt-tools
 	$(BIN)/python -m cwndproxy.lab.bench.testbed_check
