@@ -86,6 +86,9 @@ class FlowControlAborted(Exception):
 
 
 class H2Endpoint:
+    """One side of an HTTP/2 connection (the upstream session or the demo origin); the
+    subclass handles h2's events in ``handle_event``."""
+
     def __init__(
         self,
         config: h2.config.H2Configuration,
@@ -126,6 +129,7 @@ class H2Endpoint:
         self.flush()
 
     def handle_event(self, event: ev.Event) -> None:
+        """One h2 event of the bytes just received (the subclass's protocol)."""
         raise NotImplementedError
 
     def receive_events(self, data: bytes) -> list[ev.Event] | None:
