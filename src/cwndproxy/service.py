@@ -14,9 +14,9 @@ from cwndproxy.config.reload import ReloadPlan, plan_reload
 from cwndproxy.pool.pool import Pool
 from cwndproxy.pool.slot import PoolSlot
 from cwndproxy.proxy.app import ForwardingApp, ForwardingSettings
+from cwndproxy.proxy.asgi import App
 from cwndproxy.proxy.request_rules import HeaderLimits
 from cwndproxy.proxy.server import (
-    AsgiApp,
     GranianServer,
     HypercornServer,
     InboundServer,
@@ -81,7 +81,7 @@ def forwarding_settings(config: Config) -> ForwardingSettings:
     )
 
 
-def inbound_server(config: Config, app: AsgiApp) -> InboundServer:
+def inbound_server(config: Config, app: App) -> InboundServer:
     s = config.server
     listener = Listener(
         host=s.host,

@@ -11,12 +11,14 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cwndproxy.pool.pool import NoSessionAvailable, Pool
 from cwndproxy.pool.slot import PoolSlot
+from cwndproxy.proxy.answer import Answer
+from cwndproxy.proxy.asgi import Message, Receive, Scope, Send
+from cwndproxy.proxy.body import BadRequestBody, ClientGone, RequestBody
 from cwndproxy.proxy.headers import (
     downstream_response_headers,
     is_idempotent,
@@ -24,7 +26,6 @@ from cwndproxy.proxy.headers import (
 )
 from cwndproxy.proxy.inbound import (
     INBOUND_TRACKED,
-    RESET_WAIT,
     InboundConnection,
 )
 from cwndproxy.proxy.request_rules import (
@@ -35,6 +36,7 @@ from cwndproxy.proxy.request_rules import (
 )
 from cwndproxy.proxy.retry import MAX_ATTEMPTS, should_retry
 from cwndproxy.proxy.stats import ClientRequestStats
+from cwndproxy.proxy.watch import ClientWatch
 from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import (
     H2Session,
@@ -45,14 +47,6 @@ from cwndproxy.upstream.session import (
 )
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-# A request body up to this size is kept so that a failed attempt can be replayed.
-REPLAY_LIMIT = 1024 * 1024
 
 
 @dataclass
@@ -65,77 +59,6 @@ class ForwardingSettings:
     # One line per client request when set (server.access_log); its handler decides the
     # format and where it goes.
     access_log: logging.Logger | None = None
-
-
-class ClientGone(Exception):
-    """The inbound client disconnected."""
-
-
-class BadRequestBody(Exception):
-    """The inbound server could not deliver the request body (e.g. an invalid chunk size):
-    the client's fault, answered with 400, and the upstream stream is reset."""
-
-
-class RequestBody:
-    """The inbound request body, read once from ASGI and kept (up to REPLAY_LIMIT) so that
-    a retry can send it again."""
-
-    def __init__(self, receive: Receive, first: Message) -> None:
-        self._receive = receive
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.complete = False
-        self.replayable = True
-        self.disconnected = False
-        self._absorb(first)
-
-    def _absorb(self, message: Message) -> None:
-        if message["type"] == "http.disconnect":
-            # Not complete: a body cut short by a departed client must never be sent on as
-            # if whole, nor replayed.
-            self.disconnected = True
-            return
-        body = message.get("body", b"")
-        if body:
-            self.size += len(body)
-            if self.size > REPLAY_LIMIT:
-                self.replayable = False
-            self.chunks.append(body)
-        if not message.get("more_body", False):
-            self.complete = True
-
-    @property
-    def empty(self) -> bool:
-        return self.complete and self.size == 0
-
-    def client_gone(self) -> bool:
-        # A method, not the attribute: the client can leave during any await (mypy would
-        # narrow the attribute across them).
-        return self.disconnected
-
-    async def stream(self) -> Any:
-        """Yield the body from the start: replayed chunks first, then fresh ones."""
-        index = 0
-        while True:
-            while index < len(self.chunks):
-                chunk = self.chunks[index]
-                if not self.replayable:
-                    # Past the replay limit nothing is kept: hand the chunk over and forget.
-                    self.chunks[index] = b""
-                index += 1
-                yield chunk
-            if self.disconnected:
-                raise ClientGone()
-            if self.complete:
-                return
-            try:
-                message = await self._receive()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the server's parser refused the body
-                self.disconnected = True
-                raise BadRequestBody(str(exc) or type(exc).__name__) from exc
-            self._absorb(message)
 
 
 class ForwardingApp:
@@ -172,7 +95,7 @@ class ForwardingApp:
         inbound.active += 1
         inbound.requests += 1
         started = time.monotonic()
-        answer = _Answer(send, started)
+        answer = Answer(send, started)
         try:
             await self._handle(scope, receive, answer, inbound)
         finally:
@@ -199,7 +122,7 @@ class ForwardingApp:
         return inbound
 
     async def _handle(
-        self, scope: Scope, receive: Receive, answer: _Answer, connection: InboundConnection
+        self, scope: Scope, receive: Receive, answer: Answer, connection: InboundConnection
     ) -> None:
         send = answer.send
         method: str = scope["method"]
@@ -381,7 +304,7 @@ class ClientRequest:
     headers: list[tuple[bytes, bytes]]
     body: RequestBody
     watch: ClientWatch | None
-    answer: _Answer
+    answer: Answer
 
 
 class _Exchange:
@@ -531,119 +454,9 @@ def _pump_error(pump: asyncio.Task[None] | None) -> BaseException:
     return exc if exc is not None else ClientGone()
 
 
-class _Answer:
-    """One client request as it went: the ASGI send, noting the status, when the headers
-    went out and the body bytes; and what forwarding adds for the access log."""
-
-    def __init__(self, send: Send, started: float) -> None:
-        self._send = send
-        self._started = started
-        self.status: int | None = None
-        self.first_byte: float | None = None
-        self.bytes_out = 0
-        self.bytes_in = 0
-        self.upstream_headers: float | None = None
-        self.session: int | None = None
-        self.attempts = 0
-
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            self.first_byte = time.monotonic() - self._started
-        elif message["type"] == "http.response.body":
-            self.bytes_out += len(message.get("body", b""))
-        await self._send(message)
-
-    def upstream_answered(self) -> None:
-        self.upstream_headers = time.monotonic() - self._started
-
-    def log_to(self, access_log: logging.Logger, scope: Scope, duration: float) -> None:
-        client = scope.get("client")
-        raw_path = scope.get("raw_path") or scope.get("path", "").encode()
-        if scope.get("query_string"):
-            raw_path += b"?" + scope["query_string"]
-        fields: dict[str, Any] = {
-            "client": client[0] if client else None,
-            "method": scope.get("method"),
-            "path": raw_path.decode("latin-1"),
-            "http": scope.get("http_version"),
-            "status": self.status,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "duration_s": round(duration, 6),
-            "upstream_headers_s": (
-                None if self.upstream_headers is None else round(self.upstream_headers, 6)
-            ),
-            "session": self.session,
-            "retries": max(0, self.attempts - 1),
-        }
-        upstream = "-" if self.upstream_headers is None else f"{self.upstream_headers:.3f}s"
-        access_log.info(
-            '%s "%s %s HTTP/%s" %s in=%d out=%d %.3fs upstream=%s session=%s retries=%d',
-            fields["client"] or "-",
-            fields["method"],
-            fields["path"],
-            fields["http"],
-            self.status or "-",
-            self.bytes_in,
-            self.bytes_out,
-            duration,
-            upstream,
-            "-" if self.session is None else self.session,
-            fields["retries"],
-            extra={"fields": fields},
-        )
-
-
 def _connection_key(scope: Scope) -> tuple[Any, Any]:
     client, server = scope.get("client"), scope.get("server")
     return (tuple(client) if client else None, tuple(server) if server else None)
-
-
-class ClientWatch:
-    """Once the request body is complete, the next ASGI message can only be a disconnect
-    (an HTTP/2 client's RST_STREAM arrives as one too). It is awaited for the rest of the
-    request: the upstream stream of the moment is cancelled, so the upstream stops working
-    for nobody, and a request whose client left before it was forwarded is never sent."""
-
-    def __init__(self, receive: Receive, body: RequestBody) -> None:
-        self.stream: UpstreamStream | None = None
-        self.left = asyncio.Event()
-        self._body = body
-        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
-
-    async def _watch(self, receive: Receive) -> None:
-        try:
-            message = await receive()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the server has nothing more for this request: the same
-            message = {"type": "http.disconnect"}
-        if message["type"] == "http.disconnect":
-            self._body.disconnected = True
-            self.left.set()
-            if self.stream is not None:
-                self.stream.cancel()
-
-    async def left_before_forwarding(self, *, burst: bool) -> bool:
-        """Rapid reset (CVE-2023-44487): HEADERS and RST_STREAM arrive together, and a
-        stream the client reset must not become an upstream stream, or a flood of them
-        becomes a flood of upstream work at no cost to the client. hypercorn queues the
-        disconnect right behind the request: one turn of the loop shows it. granian
-        delivers it from its own thread ~1.5 ms later, so during a burst of new streams
-        on one connection (more than BURST_STREAMS at once) each waits up to
-        RESET_WAIT for it; a lone request never waits."""
-        await asyncio.sleep(0)
-        if burst and not self.left.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RESET_WAIT):
-                    await self.left.wait()
-        return self.left.is_set()
-
-    async def aclose(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
 
 
 async def _fail(

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,12 +24,10 @@ from granian.http import HTTP1Settings, HTTP2Settings
 from granian.log import LogLevels
 from granian.server.embed import Server
 
+from cwndproxy.proxy.asgi import App
 from cwndproxy.urls import bracket_host, format_url
 
 log = logging.getLogger(__name__)
-
-# An ASGI 3 application: (scope, receive, send).
-AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 class InboundServer(Protocol):
@@ -85,7 +82,7 @@ class _ListeningServer:
 class HypercornServer(_ListeningServer):
     """InboundServer on hypercorn (trailers supported)."""
 
-    def __init__(self, app: AsgiApp, listener: Listener) -> None:
+    def __init__(self, app: App, listener: Listener) -> None:
         from hypercorn.config import Config as HypercornConfig
 
         super().__init__(listener)
@@ -153,7 +150,7 @@ class GranianServer(_ListeningServer):
 
     def __init__(
         self,
-        app: AsgiApp,
+        app: App,
         listener: Listener,
         *,
         h2c: bool = True,
