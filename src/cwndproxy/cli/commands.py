@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(to_toml(config, redact=True))
             sys.stdout.write(
                 f"# derived: per_connection_target_bps = {config.per_connection_target_bps}\n"
+                f"# derived: max_frame_size = {config.effective_max_frame_size}\n"
             )
             return 0
         if args.command == "origin":

@@ -36,6 +36,7 @@ def test_check_config_prints_effective_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "pool_size = 2" in result.stdout
     assert "per_connection_target_bps = 50000000" in result.stdout
+    assert "# derived: max_frame_size = 16384" in result.stdout  # 50 Mbit/s x 2 ms < 16 KiB
     # Credentials in warm-up headers are not printed.
     assert 'warm_up_headers = { "authorization" = "<redacted>" }' in result.stdout
     assert "s3cret" not in result.stdout
