@@ -254,7 +254,7 @@ class ProcessSignals:
     """SIGINT and SIGTERM (stop) and SIGHUP (reload), caught from the moment this is
     entered, before anything starts: a signal while the inbound server comes up must not
     kill the process with the default action (a SIGHUP sent as soon as the port listened
-    did, in CI). A SIGHUP before ``on_reload`` is set waits for it."""
+    did, in the reload test under load). A SIGHUP before ``on_reload`` is set waits for it."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
