@@ -300,7 +300,7 @@ def _run_demo_wan(args: argparse.Namespace) -> int:
     )
     try:
         print(_demo_compare(tb, info, argv, listen, link), flush=True)
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+    except (OSError, subprocess.SubprocessError, RuntimeError, ValueError, KeyError) as exc:
         print(f"  (the comparison could not run: {exc})", flush=True)
     except KeyboardInterrupt:
         tb.down()  # Ctrl-C while measuring: nothing left behind
@@ -346,19 +346,7 @@ def _demo_compare(
     )
     try:
         time.sleep(4.0 + DEMO_IDLE)  # connect, grow, then idle like the direct case
-        through = tb.run(
-            "c",
-            [
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{time_total}",
-                f"http://{listen}/cwnd/blob?size={DEMO_OBJECT}",
-            ],
-            timeout=60,
-        )
+        _, through = tb.curl_times(f"http://{listen}/cwnd/blob?size={DEMO_OBJECT}")
     finally:
         netns.stop_process(proxy, timeout=15)
     probe = tb.run_cwnd_proxy(
@@ -378,7 +366,7 @@ def _demo_compare(
     result = json.loads(probe.stdout)
     ideal = link.rtt + DEMO_OBJECT * 8 / link.rate_bps
     rows = [
-        ("through the warm proxy", float(through.stdout)),
+        ("through the warm proxy", through),
         ("direct, new connection", result["cold"]["ttlb_ms"] / 1000),
         (
             f"direct, reused after {DEMO_IDLE:g} s idle",

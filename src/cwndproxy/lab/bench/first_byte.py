@@ -26,29 +26,6 @@ SIZE = 4_000_000
 IDLE = 3.0
 
 
-def _fetch(tb: netns.Testbed, url: str, *flags: str) -> tuple[float, float]:
-    r = tb.run(
-        "c",
-        [
-            "curl",
-            "-s",
-            "-S",
-            "-f",
-            *flags,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{time_starttransfer} %{time_total}",
-            url,
-        ],
-        timeout=60,
-    )
-    if r.returncode != 0:
-        raise RuntimeError(f"curl failed: {r.stderr.strip()}")
-    first, last = r.stdout.split()
-    return float(first), float(last)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cwndproxy.lab.bench.first_byte")
     p.add_argument("--rtt", type=float, default=0.05, help="seconds (default 0.05)")
@@ -87,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 for name, (listen, _) in proxies.items():
                     time.sleep(IDLE)
-                    arms[name].append(_fetch(tb, f"http://{listen}/cwnd/blob?size={SIZE}"))
+                    arms[name].append(tb.curl_times(f"http://{listen}/cwnd/blob?size={SIZE}"))
                 url = f"{info.h2c_url}/cwnd/blob?size={SIZE}"
-                arms["direct"].append(_fetch(tb, url, "--http2-prior-knowledge"))
+                arms["direct"].append(tb.curl_times("--http2-prior-knowledge", url))
         finally:
             for _, proc in proxies.values():
                 netns.stop_process(proc)

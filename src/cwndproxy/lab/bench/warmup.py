@@ -72,12 +72,7 @@ def _p95(values: list[float]) -> float:
 
 
 def _curl_time(tb: netns.Testbed, argv: list[str]) -> float:
-    r = tb.run(
-        "c", ["curl", "-s", "-S", "-f", "-o", "/dev/null", "-w", "%{time_total}", *argv], timeout=60
-    )
-    if r.returncode != 0:
-        raise RuntimeError(f"curl failed: {r.stderr.strip()}")
-    return float(r.stdout)
+    return tb.curl_times(*argv)[1]
 
 
 def _start_proxy(

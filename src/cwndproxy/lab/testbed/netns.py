@@ -458,6 +458,16 @@ class Testbed:
                 raise
         return proc
 
+    def curl_times(self, *args: str, timeout: float = 60.0) -> tuple[float, float]:
+        """curl ARGS in the client namespace, body discarded: (time to first byte, time to
+        the last), in seconds; RuntimeError with curl's message if it fails."""
+        argv = ["curl", "-s", "-S", "-f", "-o", "/dev/null"]
+        r = self.run("c", [*argv, "-w", "%{time_starttransfer} %{time_total}", *args], timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"curl failed: {r.stderr.strip()}")
+        first, last = r.stdout.split()
+        return float(first), float(last)
+
     def run_cwnd_proxy(
         self, command: str, *args: str, timeout: float = 300.0
     ) -> subprocess.CompletedProcess[str]:
