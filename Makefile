@@ -50,6 +50,7 @@ chaos: $(DEV_STAMP) apt-tools
 	CWND_CHAOS=long $(BIN)/pytest -q tests/chaos
 
 bench-loopback: $(DEV_STAMP) apt-tools
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m cwndproxy.lab.bench.loopback
 
 # The warm-up benchmark on the emulated WAN (root: namespaces, TUN). Writes

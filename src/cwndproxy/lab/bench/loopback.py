@@ -1,16 +1,20 @@
-"""Loopback throughput: a large download through the proxy vs curl straight to nginx.
+"""Loopback: bulk throughput and per-request cost, the proxy beside HAProxy in one run.
 
 Run with ``make bench-loopback``. Every arm runs in one invocation and the arms are
 interleaved round by round, so noise from other tenants of this shared 2-core machine hits
-them alike; the report gives medians and proxy/direct ratios. This is a benchmark, not a
-test: nothing here asserts a speed.
+them alike; the report gives medians and ratios. This is a benchmark, not a test: nothing
+here asserts a speed.
 
-Arms: for each nginx DATA frame size (``http2_chunk_size``: nginx's default 8k, and 1m as a
-tuned origin), curl -> nginx directly, and curl -> proxy -> nginx with each event loop, over
-h2c and over TLS (TLS on both legs).
+- ``bulk``: a large download. For each nginx DATA frame size (``http2_chunk_size``: nginx's
+  default 8k, and 1m as a tuned origin), curl -> nginx directly, curl -> HAProxy -> nginx,
+  and curl -> proxy -> nginx with each event loop, over h2c and over TLS (TLS on both legs).
+  Ratios are to the direct download and to HAProxy.
+- ``small``: many 1 KiB requests (small_requests.py): req/s and CPU per request over h2c and
+  HTTP/1.1, and latency at a fixed rate, the proxy and HAProxy side by side.
 
-    python -m cwndproxy.lab.bench.loopback [--size-mib 256] [--rounds 5] [--chunks 8k,1m]
-                             [--loops asyncio,uvloop] [--out bench/results]
+    python -m cwndproxy.lab.bench.loopback [--parts bulk,small] [--size-mib 256] [--rounds 5]
+        [--chunks 8k,1m] [--loops asyncio,uvloop] [--requests 20000] [--rate 1000]
+        [--out bench/results]
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cwndproxy.lab.bench import small_requests
+from cwndproxy.lab.haproxy import HaproxyServer
 from cwndproxy.lab.nginx import NginxServer
 from cwndproxy.lab.ports import free_port, wait_listening
 
@@ -37,6 +43,8 @@ MiB = 1024 * 1024
 
 
 def make_certs(directory: Path) -> tuple[str, str, str]:
+    """CA file, certificate chain file and key file for localhost/127.0.0.1; also
+    ``combined.pem`` (chain and key in one file, as HAProxy's ``crt`` wants)."""
     import trustme
 
     ca = trustme.CA()
@@ -47,6 +55,7 @@ def make_certs(directory: Path) -> tuple[str, str, str]:
     with open(cert_file, "wb") as fh:
         for blob in cert.cert_chain_pems:
             fh.write(blob.bytes())
+    (directory / "combined.pem").write_bytes(cert_file.read_bytes() + key_file.read_bytes())
     return str(ca_file), str(cert_file), str(key_file)
 
 
@@ -59,8 +68,14 @@ class Arm:
     samples: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RunningProxy:
+    port: int
+    pid: int
+
+
 @contextlib.contextmanager
-def proxy_process(args: list[str], *, dashboard: bool = False) -> Iterator[int]:
+def proxy_process(args: list[str], *, dashboard: bool = False) -> Iterator[RunningProxy]:
     """A proxy process (a plain pool: warm-up traffic would only add noise on loopback); with
     ``dashboard`` it runs on a pseudo-terminal (util-linux ``script``) so the live dashboard
     renders every 500 ms, as for a person watching it."""
@@ -91,7 +106,8 @@ def proxy_process(args: list[str], *, dashboard: bool = False) -> Iterator[int]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port, exited=lambda: proc.poll() is not None)
-        yield port
+        # Under ``script`` the proxy is its child: charge CPU time to the proxy itself.
+        yield RunningProxy(port, proc.pid if not dashboard else _only_child(proc.pid))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -99,6 +115,13 @@ def proxy_process(args: list[str], *, dashboard: bool = False) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _only_child(pid: int) -> int:
+    import psutil
+
+    children = psutil.Process(pid).children(recursive=True)
+    return children[-1].pid if children else pid
 
 
 def curl_rate(url: str, *extra: str) -> float:
@@ -127,10 +150,135 @@ def curl_rate(url: str, *extra: str) -> float:
     return size / MiB / seconds
 
 
+def bulk_arms(
+    tmp: Path,
+    stack: contextlib.ExitStack,
+    certs: tuple[str, str, str],
+    *,
+    size: int,
+    chunks: list[str],
+    loops: list[str],
+    dashboard_arm: bool,
+) -> list[Arm]:
+    ca, cert, key = certs
+    blob = tmp / "blob.bin"
+    arms: list[Arm] = []
+    h2c = ["--http2-prior-knowledge"]
+    tls = ["--http2", "--cacert", ca]
+    for chunk in chunks:
+        nginx = NginxServer(
+            tmp / f"nginx-{chunk}",
+            h2c_port=free_port(),
+            tls_port=free_port(),
+            cert_file=cert,
+            key_file=key,
+            http2_chunk_size=chunk,
+        )
+        if not blob.exists():
+            blob = nginx.add_blob("blob.bin", size)
+        else:
+            nginx.www.mkdir(parents=True, exist_ok=True)
+            os.link(blob, nginx.www / "blob.bin")
+        stack.enter_context(nginx)
+        group_h2c, group_tls = f"h2c, nginx {chunk} frames", f"TLS, nginx {chunk} frames"
+        arms.append(Arm("direct", group_h2c, f"http://127.0.0.1:{nginx.h2c_port}/blob.bin", h2c))
+        arms.append(Arm("direct", group_tls, f"https://localhost:{nginx.tls_port}/blob.bin", tls))
+        haproxy = stack.enter_context(
+            HaproxyServer(tmp / f"haproxy-h2c-{chunk}", origin_port=nginx.h2c_port or 0)
+        )
+        arms.append(
+            Arm("haproxy", group_h2c, f"http://127.0.0.1:{haproxy.clear_port}/blob.bin", h2c)
+        )
+        haproxy = stack.enter_context(
+            HaproxyServer(
+                tmp / f"haproxy-tls-{chunk}",
+                origin_port=nginx.tls_port or 0,
+                origin_tls_ca=ca,
+                cert_pem=str(tmp / "combined.pem"),
+            )
+        )
+        arms.append(
+            Arm("haproxy", group_tls, f"https://localhost:{haproxy.tls_port}/blob.bin", tls)
+        )
+        for loop in loops:
+            proxy = stack.enter_context(
+                proxy_process(["--upstream", f"http://127.0.0.1:{nginx.h2c_port}", "--loop", loop])
+            )
+            arms.append(
+                Arm(f"proxy {loop}", group_h2c, f"http://127.0.0.1:{proxy.port}/blob.bin", h2c)
+            )
+            proxy = stack.enter_context(
+                proxy_process(
+                    [
+                        "--upstream",
+                        f"https://127.0.0.1:{nginx.tls_port}",
+                        "--ca-file",
+                        ca,
+                        "--server-name",
+                        "localhost",
+                        "--inbound-tls-cert",
+                        cert,
+                        "--inbound-tls-key",
+                        key,
+                        "--loop",
+                        loop,
+                    ]
+                )
+            )
+            arms.append(
+                Arm(f"proxy {loop}", group_tls, f"https://localhost:{proxy.port}/blob.bin", tls)
+            )
+        if dashboard_arm:
+            proxy = stack.enter_context(
+                proxy_process(["--upstream", f"http://127.0.0.1:{nginx.h2c_port}"], dashboard=True)
+            )
+            arms.append(
+                Arm(
+                    "proxy + dashboard",
+                    group_h2c,
+                    f"http://127.0.0.1:{proxy.port}/blob.bin",
+                    h2c,
+                )
+            )
+    return arms
+
+
+def bulk_report(arms: list[Arm], *, size_mib: int, rounds: int) -> dict[str, dict[str, object]]:
+    print(
+        f"\n{size_mib} MiB download, {rounds} interleaved rounds; median MiB/s [samples]; "
+        "ratios to direct and to HAProxy"
+    )
+    report: dict[str, dict[str, object]] = {}
+    for group in dict.fromkeys(a.group for a in arms):
+        members = [a for a in arms if a.group == group]
+        direct = statistics.median(next(a for a in members if a.name == "direct").samples)
+        haproxy = statistics.median(next(a for a in members if a.name == "haproxy").samples)
+        print(f"  {group}")
+        entry: dict[str, object] = {}
+        for arm in members:
+            median = statistics.median(arm.samples)
+            spread = ", ".join(f"{v:.0f}" for v in arm.samples)
+            tail = ""
+            if arm.name != "direct":
+                tail = f"  vs direct {median / direct:.2f}"
+                if arm.name != "haproxy":
+                    tail += f"  vs HAProxy {median / haproxy:.2f}"
+            print(f"    {arm.name:18s} {median:8.1f}  [{spread}]{tail}")
+            entry[arm.name] = {
+                "median_mib_s": median,
+                "samples": arm.samples,
+                "ratio": median / direct,
+                "ratio_haproxy": median / haproxy,
+            }
+        report[group] = entry
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--parts", default="bulk,small", help="bulk, small, or both")
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--chunks", default="8k,1m", help="nginx http2_chunk_size values")
@@ -140,141 +288,73 @@ def main() -> int:
         action="store_true",
         help="add an h2c arm whose proxy renders the live dashboard",
     )
+    parser.add_argument(
+        "--requests", type=int, default=20000, help="requests per h2load run (small part)"
+    )
+    parser.add_argument(
+        "--rate", type=int, default=1000, help="req/s of the latency runs (small part)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="small part: also write a py-spy flame graph of each proxy arm into DIR",
+    )
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
-    size = args.size_mib * MiB
-    chunks = args.chunks.split(",")
+    parts = set(args.parts.split(","))
     loops = args.loops.split(",")
+    results: dict[str, object] = {}
 
     with (
         tempfile.TemporaryDirectory(prefix="cwnd-bench-") as tmp_s,
         contextlib.ExitStack() as stack,
     ):
         tmp = Path(tmp_s)
-        ca, cert, key = make_certs(tmp)
-        blob = tmp / "blob.bin"
-        arms: list[Arm] = []
-        for chunk in chunks:
-            nginx = NginxServer(
-                tmp / f"nginx-{chunk}",
-                h2c_port=free_port(),
-                tls_port=free_port(),
-                cert_file=cert,
-                key_file=key,
-                http2_chunk_size=chunk,
+        certs = make_certs(tmp)
+        if "bulk" in parts:
+            arms = bulk_arms(
+                tmp,
+                stack,
+                certs,
+                size=args.size_mib * MiB,
+                chunks=args.chunks.split(","),
+                loops=loops,
+                dashboard_arm=args.dashboard_arm,
             )
-            if not blob.exists():
-                blob = nginx.add_blob("blob.bin", size)
-            else:
-                nginx.www.mkdir(parents=True, exist_ok=True)
-                os.link(blob, nginx.www / "blob.bin")
-            stack.enter_context(nginx)
-            h2c = ["--http2-prior-knowledge"]
-            tls = ["--http2", "--cacert", ca]
-            arms.append(
-                Arm(
-                    "direct",
-                    f"h2c, nginx {chunk} frames",
-                    f"http://127.0.0.1:{nginx.h2c_port}/blob.bin",
-                    h2c,
-                )
-            )
-            arms.append(
-                Arm(
-                    "direct",
-                    f"TLS, nginx {chunk} frames",
-                    f"https://localhost:{nginx.tls_port}/blob.bin",
-                    tls,
-                )
-            )
-            for loop in loops:
-                port = stack.enter_context(
-                    proxy_process(
-                        ["--upstream", f"http://127.0.0.1:{nginx.h2c_port}", "--loop", loop]
-                    )
-                )
-                arms.append(
-                    Arm(
-                        f"proxy {loop}",
-                        f"h2c, nginx {chunk} frames",
-                        f"http://127.0.0.1:{port}/blob.bin",
-                        h2c,
-                    )
-                )
-                port = stack.enter_context(
-                    proxy_process(
-                        [
-                            "--upstream",
-                            f"https://127.0.0.1:{nginx.tls_port}",
-                            "--ca-file",
-                            ca,
-                            "--server-name",
-                            "localhost",
-                            "--inbound-tls-cert",
-                            cert,
-                            "--inbound-tls-key",
-                            key,
-                            "--loop",
-                            loop,
-                        ]
-                    )
-                )
-                arms.append(
-                    Arm(
-                        f"proxy {loop}",
-                        f"TLS, nginx {chunk} frames",
-                        f"https://localhost:{port}/blob.bin",
-                        tls,
-                    )
-                )
-            if args.dashboard_arm:
-                port = stack.enter_context(
-                    proxy_process(
-                        ["--upstream", f"http://127.0.0.1:{nginx.h2c_port}"], dashboard=True
-                    )
-                )
-                arms.append(
-                    Arm(
-                        "proxy + dashboard",
-                        f"h2c, nginx {chunk} frames",
-                        f"http://127.0.0.1:{port}/blob.bin",
-                        h2c,
-                    )
-                )
-        time.sleep(1.0)  # let the pools connect
-        for arm in arms:
-            curl_rate(arm.url, *arm.curl_args)  # warm caches and pools; not recorded
-        for _ in range(args.rounds):
+            time.sleep(1.0)  # let the pools connect
             for arm in arms:
-                arm.samples.append(curl_rate(arm.url, *arm.curl_args))
+                curl_rate(arm.url, *arm.curl_args)  # warm caches and pools; not recorded
+            for _ in range(args.rounds):
+                for arm in arms:
+                    arm.samples.append(curl_rate(arm.url, *arm.curl_args))
+            results["bulk"] = bulk_report(arms, size_mib=args.size_mib, rounds=args.rounds)
+        if "small" in parts:
+            small = stack.enter_context(
+                small_requests.small_arms(tmp, certs, loops, lambda a: proxy_process(a))
+            )
+            time.sleep(1.0)
+            if args.profile:
+                for small_arm in small:
+                    if small_arm.name.startswith("cwnd-proxy"):
+                        name = small_arm.name.replace(" ", "-")
+                        svg = Path(args.profile) / f"flame-{name}.svg"
+                        small_requests.profile(small_arm, svg, requests=args.requests)
+            small_requests.run_rounds(
+                small, rounds=args.rounds, requests=args.requests, rate=args.rate
+            )
+            results["small"] = small_requests.report(small, rounds=args.rounds, rate=args.rate)
 
-    print(
-        f"\n{args.size_mib} MiB download, {args.rounds} interleaved rounds; median MiB/s "
-        "[samples]; ratio = proxy / direct"
-    )
-    report: dict[str, dict[str, object]] = {}
-    for group in dict.fromkeys(a.group for a in arms):
-        members = [a for a in arms if a.group == group]
-        direct = statistics.median(next(a for a in members if a.name == "direct").samples)
-        print(f"  {group}")
-        entry: dict[str, object] = {}
-        for arm in members:
-            median = statistics.median(arm.samples)
-            ratio = median / direct
-            spread = ", ".join(f"{v:.0f}" for v in arm.samples)
-            tail = "" if arm.name == "direct" else f"  ratio {ratio:.2f}"
-            print(f"    {arm.name:16s} {median:8.1f}  [{spread}]{tail}")
-            entry[arm.name] = {"median_mib_s": median, "samples": arm.samples, "ratio": ratio}
-        report[group] = entry
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "size_mib": args.size_mib,
         "rounds": args.rounds,
+        "requests": args.requests,
+        "rate": args.rate,
         "cpus": os.cpu_count(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (out_dir / "loopback.json").write_text(json.dumps({"meta": meta, "arms": report}, indent=2))
+    (out_dir / "loopback.json").write_text(json.dumps({"meta": meta, **results}, indent=2))
     print(f"  written to {out_dir / 'loopback.json'}")
     return 0
 

@@ -1,0 +1,269 @@
+"""Per-request cost: many small requests through the proxy and through HAProxy, side by side.
+
+Part of ``make bench-loopback`` (``--parts small``). One nginx origin serves a 1 KiB object
+over TLS h2; in front of it, in the same run:
+
+- **HAProxy** (one thread), TLS h2 to the origin (lab/haproxy.py);
+- **cwnd-proxy** with each event loop, TLS h2 to the origin, no warm-up traffic.
+
+Each round runs, for every arm, h2load at full speed over h2c (``-c 10 -m 10``) and over
+HTTP/1.1 (``--h1 -c 50``): requests per second as h2load measured them, and the CPU time the
+proxy process used meanwhile (utime + stime from ``/proc/PID/stat``, all threads) per
+request. Then h2load at a fixed rate (``--rps``, 1,000 req/s in all over h2c) against the
+origin directly and through every arm: latency p50 and p99 from h2load's per-request log.
+The rounds interleave the arms so the noise of this shared machine hits them alike; the
+report gives medians and ratios to HAProxy. h2load, nginx and the proxy share the machine's
+cores: ratios, not absolute rates, are the result.
+
+nginx keeps a connection for 100,000 requests here (its default is 1,000): the subject is
+the cost of a request, not of reconnecting (which the soak tests cover).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cwndproxy.lab.haproxy import HaproxyServer
+from cwndproxy.lab.nginx import NginxServer
+from cwndproxy.lab.ports import free_port
+
+OBJECT_SIZE = 1024
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid`` so far, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        # The command name (field 2) may hold spaces: count fields after its ")".
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+@dataclass
+class LoadResult:
+    rps: float
+    succeeded: int
+    failed: int
+    cpu_us_per_request: float | None
+
+
+def h2load(url: str, args: list[str], *, pid: int | None = None) -> LoadResult:
+    """One h2load run; with ``pid``, that process's CPU time per succeeded request."""
+    before = process_cpu_seconds(pid) if pid is not None else 0.0
+    out = subprocess.run(
+        ["h2load", *args, url], capture_output=True, text=True, timeout=600, check=True
+    ).stdout
+    cpu = process_cpu_seconds(pid) - before if pid is not None else None
+    rps = 0.0
+    succeeded = failed = 0
+    for line in out.splitlines():
+        if line.startswith("finished in"):
+            rps = float(line.split(",")[1].split()[0])
+        elif line.startswith("requests:"):
+            words = line.replace(",", "").split()
+            succeeded = int(words[words.index("succeeded") - 1])
+            failed = int(words[words.index("failed") - 1])
+    per_request = cpu / succeeded * 1e6 if cpu is not None and succeeded else None
+    return LoadResult(rps, succeeded, failed, per_request)
+
+
+def latency_ms(url: str, *, rate: int, requests: int, clients: int = 10) -> tuple[float, float]:
+    """p50 and p99 (ms) of h2load's per-request times at ``rate`` requests/s in all."""
+    with tempfile.NamedTemporaryFile(prefix="h2load-", suffix=".log") as log:
+        subprocess.run(
+            [
+                "h2load",
+                "-n",
+                str(requests),
+                "-c",
+                str(clients),
+                "--rps",
+                str(max(1, rate // clients)),
+                "--log-file",
+                log.name,
+                url,
+            ],
+            capture_output=True,
+            timeout=600,
+            check=True,
+        )
+        times = sorted(
+            int(cols[2]) / 1000
+            for cols in (line.split("\t") for line in Path(log.name).read_text().splitlines())
+            if len(cols) >= 3 and cols[1] == "200"
+        )
+    if not times:
+        return float("nan"), float("nan")
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+@dataclass
+class SmallArm:
+    """One way to the origin: its URL and the PID whose CPU time is charged (None: none)."""
+
+    name: str
+    url: str
+    pid: int | None
+    samples: dict[str, list[Any]] = field(default_factory=dict)
+
+    def add(self, key: str, value: Any) -> None:
+        self.samples.setdefault(key, []).append(value)
+
+    def median(self, key: str) -> float | None:
+        values = [v for v in self.samples.get(key, []) if v is not None]
+        return statistics.median(values) if values else None
+
+
+@contextlib.contextmanager
+def small_arms(
+    tmp: Path,
+    certs: tuple[str, str, str],
+    loops: list[str],
+    proxy_process: Callable[[list[str]], contextlib.AbstractContextManager[Any]],
+) -> Iterator[list[SmallArm]]:
+    """The origin, HAProxy and one proxy per event loop; ``proxy_process`` starts a proxy
+    with these arguments and yields what has its ``port`` and ``pid``."""
+    ca, cert, key = certs
+    with contextlib.ExitStack() as stack:
+        nginx = NginxServer(
+            tmp / "nginx-small",
+            tls_port=free_port(),
+            cert_file=cert,
+            key_file=key,
+            keepalive_requests=100_000,
+        )
+        nginx.add_blob("small.bin", OBJECT_SIZE)
+        stack.enter_context(nginx)
+        # The direct baseline is over TLS: nginx's h2c port sends a small response with
+        # sendfile under TCP_NOPUSH, which held each answer ~40 ms at a low rate (measured:
+        # p50 44 ms at 1,000 req/s), a cost of that port, not of a request.
+        arms = [
+            SmallArm("direct (nginx TLS)", f"https://localhost:{nginx.tls_port}/small.bin", None)
+        ]
+        haproxy = stack.enter_context(
+            HaproxyServer(tmp / "haproxy-small", origin_port=nginx.tls_port or 0, origin_tls_ca=ca)
+        )
+        arms.append(
+            SmallArm("haproxy", f"http://127.0.0.1:{haproxy.clear_port}/small.bin", haproxy.pid)
+        )
+        for loop in loops:
+            proxy = stack.enter_context(
+                proxy_process(
+                    [
+                        "--upstream",
+                        f"https://127.0.0.1:{nginx.tls_port}",
+                        "--ca-file",
+                        ca,
+                        "--server-name",
+                        "localhost",
+                        "--loop",
+                        loop,
+                    ]
+                )
+            )
+            arms.append(
+                SmallArm(
+                    f"cwnd-proxy {loop}", f"http://127.0.0.1:{proxy.port}/small.bin", proxy.pid
+                )
+            )
+        yield arms
+
+
+def run_rounds(arms: list[SmallArm], *, rounds: int, requests: int, rate: int) -> None:
+    h2c = ["-n", str(requests), "-c", "10", "-m", "10"]
+    h1 = ["-n", str(requests), "-c", "50", "--h1"]
+    for arm in arms:  # warm pools, caches and TLS sessions; not recorded
+        h2load(arm.url, ["-n", "2000", "-c", "10", "-m", "10"])
+    for _ in range(rounds):
+        for arm in arms:
+            if arm.pid is None:
+                continue
+            for proto, args in (("h2c", h2c), ("h1", h1)):
+                result = h2load(arm.url, args, pid=arm.pid)
+                arm.add(f"{proto}_rps", result.rps)
+                arm.add(f"{proto}_cpu_us", result.cpu_us_per_request)
+                arm.add(f"{proto}_failed", result.failed)
+        for arm in arms:
+            p50, p99 = latency_ms(arm.url, rate=rate, requests=max(rate, requests // 2))
+            arm.add("p50_ms", p50)
+            arm.add("p99_ms", p99)
+        time.sleep(0.5)
+
+
+def _py_spy() -> str:
+    # Installed beside this interpreter (the bench extra), which need not be on PATH.
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
+
+
+def profile(arm: SmallArm, svg: Path, *, requests: int) -> None:
+    """A py-spy flame graph of ``arm``'s process during one h2c run (not recorded as a
+    sample: sampling slows the process down)."""
+    assert arm.pid is not None
+    svg.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [_py_spy(), "record", "--pid", str(arm.pid), "--rate", "250", "--output", str(svg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1.0)  # py-spy attaches
+        h2load(arm.url, ["-n", str(requests), "-c", "10", "-m", "10"])
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes the graph on SIGINT
+        _, err = spy.communicate(timeout=60)
+    if spy.returncode not in (0, -signal.SIGINT) or not svg.exists():
+        raise RuntimeError(f"py-spy failed: {err.decode(errors='replace').strip()}")
+    print(f"  flame graph of {arm.name}: {svg}")
+
+
+def report(arms: list[SmallArm], *, rounds: int, rate: int) -> dict[str, Any]:
+    """Print the table and return it for the JSON file."""
+    peer = next(a for a in arms if a.name == "haproxy")
+
+    def ratio(arm: SmallArm, key: str) -> str:
+        mine, theirs = arm.median(key), peer.median(key)
+        return f"{mine / theirs:.2f}" if mine and theirs else "-"
+
+    print(
+        f"\nSmall requests ({OBJECT_SIZE} B, TLS h2 origin), medians of {rounds} interleaved "
+        f"rounds; ratio = arm / HAProxy; latency at {rate} req/s over h2c"
+    )
+    print(
+        f"  {'arm':20s} {'h2c req/s':>10s} {'ratio':>5s} {'CPU us':>7s} "
+        f"{'h1 req/s':>9s} {'ratio':>5s} {'CPU us':>7s} {'p50 ms':>7s} {'p99 ms':>7s} "
+        f"{'p99 ratio':>9s}"
+    )
+    out: dict[str, Any] = {}
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for arm in arms:
+        print(
+            f"  {arm.name:20s} {fmt(arm.median('h2c_rps'), '10.0f')} {ratio(arm, 'h2c_rps'):>5s} "
+            f"{fmt(arm.median('h2c_cpu_us'), '7.0f')} {fmt(arm.median('h1_rps'), '9.0f')} "
+            f"{ratio(arm, 'h1_rps'):>5s} {fmt(arm.median('h1_cpu_us'), '7.0f')} "
+            f"{fmt(arm.median('p50_ms'), '7.2f')} {fmt(arm.median('p99_ms'), '7.2f')} "
+            f"{ratio(arm, 'p99_ms'):>9s}"
+        )
+        failed = sum(arm.samples.get("h2c_failed", [])) + sum(arm.samples.get("h1_failed", []))
+        if failed:
+            print(f"    ({failed} requests failed in its runs)")
+        out[arm.name] = {
+            "medians": {k: arm.median(k) for k in arm.samples},
+            "samples": arm.samples,
+        }
+    return out
