@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cwndproxy.deadlines import deadlines
 from cwndproxy.pool.pool import NoSessionAvailable, Pool
 from cwndproxy.pool.slot import PoolSlot
 from cwndproxy.proxy.answer import Answer
@@ -36,7 +37,7 @@ from cwndproxy.proxy.request_rules import (
 )
 from cwndproxy.proxy.retry import MAX_ATTEMPTS, should_retry
 from cwndproxy.proxy.stats import ClientRequestStats
-from cwndproxy.proxy.watch import ClientWatch
+from cwndproxy.proxy.watch import WATCH_DELAY, ClientWatch
 from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import (
     H2Session,
@@ -183,8 +184,12 @@ class ForwardingApp:
             await _error(send, 429, "too many streams reset by this connection")
             return
         if body.complete:
-            watch = ClientWatch(receive, body)
-            if h2 and await watch.left_before_forwarding(burst=connection.suspect):
+            # A connection opening streams in a burst (or resetting many) is watched from
+            # the start: that is where a rapid reset would be; any other request only once
+            # it has run for WATCH_DELAY.
+            suspect = h2 and connection.suspect
+            watch = ClientWatch(receive, body, delay=0.0 if suspect else WATCH_DELAY)
+            if h2 and await watch.left_before_forwarding(burst=suspect):
                 connection.early_resets += 1
                 await watch.aclose()
                 return
@@ -353,7 +358,7 @@ class _Exchange:
                 raise _pump_error(pump)
             if request.watch is None and request.body.complete and (pump is None or pump.done()):
                 # A streamed body is complete now: from here on, watch for the client leaving.
-                watcher = ClientWatch(receive, request.body)
+                watcher = ClientWatch(receive, request.body, delay=WATCH_DELAY)
                 watcher.stream = stream
             await self._relay_response(send, stream, response, trailers_ok)
             if pump is not None and not pump.done():
@@ -428,14 +433,19 @@ class _Exchange:
 
 
 async def _send_within(send: Send, message: Message, timeout: float) -> None:
+    watch = deadlines()
+    task = watch.arm(timeout)
     try:
-        async with asyncio.timeout(timeout):
-            await send(message)
-    except TimeoutError:
-        raise ClientGone(f"client did not take data for {timeout:.0f}s") from None
+        await send(message)
+    except asyncio.CancelledError:
+        if watch.expired(task):
+            raise ClientGone(f"client did not take data for {timeout:.0f}s") from None
+        raise
     except (OSError, RuntimeError) as exc:
         # Servers raise different things once the client is gone; all mean the same here.
         raise ClientGone(str(exc)) from exc
+    finally:
+        watch.disarm(task)
 
 
 def _client_left(pump: asyncio.Task[None] | None) -> bool:

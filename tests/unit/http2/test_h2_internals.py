@@ -9,8 +9,11 @@ Replaced or patched, and where:
   ``_validate_frame_length`` and ``_update_header_buffer`` (http2/framebuffer.py);
 - ``H2Connection._inbound_flow_control_window_manager``, a WindowManager whose
   ``_bytes_processed`` and ``_maybe_update_window`` we override (upstream/credit.py);
-- hyperframe's ``Flags.__init__`` (``_valid_flags``, ``_flags``) and ``DataFrame.__repr__``
-  (http2/perf.py).
+- hyperframe's ``Flags.__init__`` (``_valid_flags``, ``_flags``), ``DataFrame.__repr__`` and
+  ``Frame.__repr__``, h2's ``utilities._reject_illegal_characters`` (looked up by
+  ``validate_headers`` at each call) and hpack's ``hpack.decode_huffman`` (http2/perf.py);
+- ``H2Connection.encoder``, which h2 uses through ``encode()`` and ``header_table_size``
+  (http2/hpack_encoder.py).
 """
 
 from __future__ import annotations
@@ -107,3 +110,16 @@ def test_a_goaway_leaves_streams_below_last_stream_id_open() -> None:
     kinds = [type(e) for e in events]
     assert ev.ConnectionTerminated in kinds
     assert ev.DataReceived in kinds and ev.StreamEnded in kinds
+
+
+def test_the_per_request_patch_points_exist() -> None:
+    import h2.stream
+    import h2.utilities
+    import hpack.hpack
+
+    assert callable(h2.utilities._reject_illegal_characters)
+    assert "_reject_illegal_characters" in h2.utilities.validate_headers.__code__.co_names
+    assert callable(hpack.hpack.decode_huffman)  # type: ignore[attr-defined]
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    assert hasattr(conn.encoder, "header_table_size") and callable(conn.encoder.encode)
+    assert "encoder" in inspect.signature(h2.stream.H2Stream._build_headers_frames).parameters

@@ -365,3 +365,43 @@ async def test_a_woken_waiter_does_not_open_a_stream_on_a_retired_session() -> N
     assert refused.value.unprocessed
     peer.pump()
     assert len(peer.requests()) == 1
+
+
+async def test_free_stream_slots_follow_h2s_own_count_through_every_ending() -> None:
+    """free_stream_slots counts our stream table, not h2's (which walks all streams per
+    call): the two must agree after a normal end, a request body ended later, our reset,
+    the peer's reset and a response headers timeout."""
+    session, wire = make_session()
+    peer = Peer(session, wire)
+    peer.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 10})
+    peer.pump()
+    peer.pump()
+
+    def agree() -> None:
+        assert len(session.streams) == session.conn.open_outbound_streams
+        assert session.free_stream_slots == 10 - session.conn.open_outbound_streams
+
+    done = await session.open_stream("GET", "/done", [], end_stream=True)
+    upload = await session.open_stream("POST", "/upload", [], end_stream=False)
+    ours = await session.open_stream("GET", "/ours", [], end_stream=True)
+    theirs = await session.open_stream("GET", "/theirs", [], end_stream=True)
+    slow = await session.open_stream("GET", "/slow", [], end_stream=True)
+    peer.pump()
+    agree()
+    assert session.free_stream_slots == 5
+    peer.respond(done.stream_id, 200, b"ok")
+    peer.respond(upload.stream_id, 201)  # answered before the request body ended
+    peer.conn.reset_stream(theirs.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+    peer.pump()
+    assert await done.read() == b"ok" and await done.read() == b""
+    agree()
+    ours.cancel()
+    agree()
+    await upload.send(b"late body", end_stream=True)
+    agree()
+    with pytest.raises(UpstreamError):
+        await slow.receive_response(timeout=0.01)
+    slow.cancel()  # what the forwarding app does after a timeout
+    peer.pump()
+    agree()
+    assert session.free_stream_slots == 10
