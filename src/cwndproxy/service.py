@@ -90,6 +90,7 @@ def inbound_server(config: Config, app: App) -> InboundServer:
         tls_key=s.tls_key_file if s.inbound_tls else None,
         read_timeout_ms=s.read_timeout_ms,
         backlog=s.backlog,
+        reuse_port=s.reuse_port,
     )
     if s.inbound_server == "hypercorn":
         return HypercornServer(app, listener)

@@ -104,6 +104,13 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         default=None,
         help="send the client's Host as :authority instead of the upstream's name",
     )
+    g.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=None,
+        help="share --listen with other cwnd-proxy processes (SO_REUSEPORT), e.g. one per "
+        "core, each with its own pool (docs/SCALING.md)",
+    )
     g.add_argument("--no-tui", action="store_true", help="log lines instead of the dashboard")
     g.add_argument(
         "--admin",
@@ -280,6 +287,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("admin", s, "admin"),
         ("access_log", s, "access_log"),
         ("inbound_server", s, "inbound_server"),
+        ("reuse_port", s, "reuse_port"),
     ):
         value = getattr(args, flag)
         if value is not None:

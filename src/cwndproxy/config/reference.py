@@ -83,6 +83,10 @@ MEANING: dict[str, str] = {
     "server.inbound_server": "granian (fast) or hypercorn (passes response trailers).",
     "server.max_connections": "Client connections served at once.",
     "server.backlog": "Listen backlog.",
+    "server.reuse_port": (
+        "Share the listening address with other proxy processes (SO_REUSEPORT), one per "
+        "core; each has its own pool (docs/SCALING.md)."
+    ),
     "server.preserve_host": "Send the client's Host as :authority (else the upstream's name).",
     "server.shutdown_grace_ms": "On SIGINT/SIGTERM, time for in-flight requests to finish.",
     "server.admin": "HOST:PORT for Prometheus /metrics and /healthz; unset = off.",

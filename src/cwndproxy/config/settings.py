@@ -123,6 +123,10 @@ class ServerConfig:
     # idle keep-alive clients lock everyone else out) and the listen backlog.
     max_connections: int = 10000
     backlog: int = 1024
+    # Let several proxy processes listen on the same address (SO_REUSEPORT; the kernel
+    # spreads new connections over them): the way past one core (docs/SCALING.md). Off,
+    # a second process on a taken port fails at start instead of silently sharing it.
+    reuse_port: bool = False
     # Send the client's Host as :authority instead of the upstream's own name.
     preserve_host: bool = False
     shutdown_grace_ms: int = 10000
@@ -480,6 +484,8 @@ def validate(config: Config) -> Config:
         parse_host_port(s.admin, "server.admin")
     _one_of("ui.log_format", u.log_format, LOG_FORMATS)
     _one_of("server.inbound_server", s.inbound_server, ("granian", "hypercorn"))
+    if s.reuse_port and s.inbound_server != "granian":
+        raise ConfigError("server.reuse_port needs server.inbound_server = granian")
     return config
 
 

@@ -47,11 +47,16 @@ class InboundServer(Protocol):
         """Stop accepting and close the client connections."""
 
 
-def _check_bindable(host: str, port: int) -> None:
+def _check_bindable(host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Raise OSError if the address is taken. granian listens with SO_REUSEPORT on Linux,
+    so without this check a second proxy on a taken port would silently share it; with
+    ``reuse_port`` that sharing is what the operator asked for."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR like granian, so a port in TIME_WAIT is not reported as taken.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
 
 
@@ -66,6 +71,8 @@ class Listener:
     # Request headers must arrive within this; it also ends idle HTTP/1.1 keep-alive.
     read_timeout_ms: int = 30000
     backlog: int = 1024
+    # Share the address with other processes (SO_REUSEPORT); granian only.
+    reuse_port: bool = False
 
 
 class _ListeningServer:
@@ -160,6 +167,7 @@ class GranianServer(_ListeningServer):
         max_connections: int = 10000,
     ) -> None:
         super().__init__(listener)
+        self._reuse_port = listener.reuse_port
         # Over TLS, ALPN picks h1 or h2; in plain text, auto mode detects the h2 preface
         # (prior knowledge). With h2c off, plain text is HTTP/1.1 only.
         mode = HTTPModes.auto if (self.tls or h2c) else HTTPModes.http1
@@ -199,7 +207,7 @@ class GranianServer(_ListeningServer):
         Raises OSError (e.g. address in use) before granian is started: granian panics in
         Rust on a failed bind, which would print a backtrace instead of a clear error.
         """
-        _check_bindable(self.host, self.port)
+        _check_bindable(self.host, self.port, reuse_port=self._reuse_port)
         self._task = asyncio.get_running_loop().create_task(self._server.serve())
         await _wait_listening(self.host, self.port, self._task, ready_timeout, self.url)
 

@@ -269,3 +269,61 @@ async def test_run_with_nothing_but_an_upstream_works_and_says_what_it_does() ->
         code, _, err = await stop(proc, signal.SIGTERM)
     assert code == 0, err
     assert "no warm-up path: auto holds the windows that real requests grow" in err
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> bytes:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return err
+
+
+async def test_reuse_port_shares_one_address_between_processes(tmp_path: Path) -> None:
+    """--reuse-port: two proxies on one address, each with its own pool, and the kernel
+    spreads new client connections over both. Without it a second proxy on a taken
+    address fails with a clear error instead of silently sharing it (granian always
+    listens with SO_REUSEPORT)."""
+    async with DemoOrigin("127.0.0.1", 0) as origin:
+        port = free_port()
+        common = ["run", "--no-tui", "--strategy", "off", "--pool-size", "1"]
+        common += ["--upstream", f"http://127.0.0.1:{origin.port}", "--listen", f"127.0.0.1:{port}"]
+        logs = [tmp_path / "a.log", tmp_path / "b.log"]
+        procs = [await start(*common, "--reuse-port", "--access-log", str(logs[0]))]
+        try:
+            await wait_port(port, procs[0])
+            lone = await start(*common)
+            try:
+                async with asyncio.timeout(30):
+                    _, err = await lone.communicate()
+            finally:
+                await _stop(lone)
+            assert lone.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in err.decode()
+            procs.append(await start(*common, "--reuse-port", "--access-log", str(logs[1])))
+            await asyncio.sleep(3.0)  # the second one binds (the port already answers)
+            assert procs[1].returncode is None
+            statuses = []
+            for _ in range(40):  # a new connection each: the kernel hashes each 4-tuple
+                statuses.append(await raw_get(port, "/cwnd/blob?size=100"))
+            assert statuses == [200] * 40
+        finally:
+            for proc in procs:
+                await _stop(proc)
+        served = [len(log.read_text().splitlines()) if log.exists() else 0 for log in logs]
+        assert sum(served) == 40 and all(served), f"requests per process: {served}"
+
+
+async def raw_get(port: int, target: str) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        status = int((await reader.readline()).split()[1])
+        await reader.read()
+        return status
+    finally:
+        writer.close()

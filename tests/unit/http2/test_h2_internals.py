@@ -118,6 +118,7 @@ def test_the_per_request_patch_points_exist() -> None:
     import hpack.hpack
 
     assert callable(h2.utilities._reject_illegal_characters)
+    assert "validate_headers" in h2.stream.H2Stream._process_received_headers.__code__.co_names
     assert "_reject_illegal_characters" in h2.utilities.validate_headers.__code__.co_names
     assert callable(hpack.hpack.decode_huffman)  # type: ignore[attr-defined]
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))

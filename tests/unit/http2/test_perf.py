@@ -65,3 +65,47 @@ def test_huffman_strings_decode_the_same_from_the_cache() -> None:
     for _ in range(2):  # errors are not remembered as results
         with pytest.raises(hpack.HPACKDecodingError):
             hpack.Decoder().decode(bad)
+
+
+def _h2_validate(headers: list[tuple[bytes, bytes]], flags: object) -> object:
+    """h2's own validate_headers (with its own character checks), as shipped."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("h2.utilities")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return list(module.validate_headers(headers, flags))
+    except h2.exceptions.ProtocolError as exc:
+        return ("error", str(exc))
+
+
+def _ours(headers: list[tuple[bytes, bytes]], flags: object) -> object:
+    import h2.stream
+
+    try:
+        return list(h2.stream.validate_headers(headers, flags))  # type: ignore[attr-defined,arg-type]
+    except h2.exceptions.ProtocolError as exc:
+        return ("error", str(exc))
+
+
+field_names = st.sampled_from(
+    [b":status", b":path", b"content-type", b"Content-Type", b"te", b"connection", b"x:y", b""]
+)
+field_values = st.sampled_from([b"200", b"text/html", b" padded", b"a\r\nb", b"", b"trailers"])
+
+
+@given(st.lists(st.tuples(field_names, field_values), max_size=6), st.booleans())
+def test_response_validation_matches_h2s(headers: list[tuple[bytes, bytes]], trailer: bool) -> None:
+    flags = h2.utilities.HeaderValidationFlags(
+        is_client=True, is_trailer=trailer, is_response_header=not trailer, is_push_promise=False
+    )
+    assert _ours(headers, flags) == _h2_validate(headers, flags)
+
+
+def test_a_plain_response_takes_the_fast_path() -> None:
+    headers = [(b":status", b"200"), (b"content-length", b"5"), (b"etag", b'"x"')]
+    assert perf._plain_response(headers)
+    assert not perf._plain_response([(b"content-length", b"5"), (b":status", b"200")])
+    assert not perf._plain_response([(b":status", b"200"), (b"connection", b"close")])

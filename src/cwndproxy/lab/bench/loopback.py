@@ -75,11 +75,13 @@ class RunningProxy:
 
 
 @contextlib.contextmanager
-def proxy_process(args: list[str], *, dashboard: bool = False) -> Iterator[RunningProxy]:
+def proxy_process(
+    args: list[str], *, dashboard: bool = False, port: int | None = None
+) -> Iterator[RunningProxy]:
     """A proxy process (a plain pool: warm-up traffic would only add noise on loopback); with
     ``dashboard`` it runs on a pseudo-terminal (util-linux ``script``) so the live dashboard
     renders every 500 ms, as for a person watching it."""
-    port = free_port()
+    port = port or free_port()
     extra = os.environ.get("CWND_BENCH_PROXY_ARGS", "").split()
     argv = [
         sys.executable,
@@ -295,6 +297,13 @@ def main() -> int:
         "--rate", type=int, default=1000, help="req/s of the latency runs (small part)"
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="small part: also run this many proxies on one port (--reuse-port), "
+        "pool 1 each; 1 = no such arm",
+    )
+    parser.add_argument(
         "--profile",
         metavar="DIR",
         help="small part: also write a py-spy flame graph of each proxy arm into DIR",
@@ -330,12 +339,14 @@ def main() -> int:
             results["bulk"] = bulk_report(arms, size_mib=args.size_mib, rounds=args.rounds)
         if "small" in parts:
             small = stack.enter_context(
-                small_requests.small_arms(tmp, certs, loops, lambda a: proxy_process(a))
+                small_requests.small_arms(
+                    tmp, certs, loops, proxy_process, processes=args.processes
+                )
             )
             time.sleep(1.0)
             if args.profile:
                 for small_arm in small:
-                    if small_arm.name.startswith("cwnd-proxy"):
+                    if small_arm.name.startswith("cwnd-proxy") and len(small_arm.pids) == 1:
                         name = small_arm.name.replace(" ", "-")
                         svg = Path(args.profile) / f"flame-{name}.svg"
                         small_requests.profile(small_arm, svg, requests=args.requests)

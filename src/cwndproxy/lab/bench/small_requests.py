@@ -59,13 +59,13 @@ class LoadResult:
     cpu_us_per_request: float | None
 
 
-def h2load(url: str, args: list[str], *, pid: int | None = None) -> LoadResult:
-    """One h2load run; with ``pid``, that process's CPU time per succeeded request."""
-    before = process_cpu_seconds(pid) if pid is not None else 0.0
+def h2load(url: str, args: list[str], *, pids: tuple[int, ...] = ()) -> LoadResult:
+    """One h2load run; with ``pids``, those processes' CPU time per succeeded request."""
+    before = sum(process_cpu_seconds(p) for p in pids)
     out = subprocess.run(
         ["h2load", *args, url], capture_output=True, text=True, timeout=600, check=True
     ).stdout
-    cpu = process_cpu_seconds(pid) - before if pid is not None else None
+    cpu = sum(process_cpu_seconds(p) for p in pids) - before if pids else None
     rps = 0.0
     succeeded = failed = 0
     for line in out.splitlines():
@@ -111,11 +111,11 @@ def latency_ms(url: str, *, rate: int, requests: int, clients: int = 10) -> tupl
 
 @dataclass
 class SmallArm:
-    """One way to the origin: its URL and the PID whose CPU time is charged (None: none)."""
+    """One way to the origin: its URL and the processes whose CPU time is charged."""
 
     name: str
     url: str
-    pid: int | None
+    pids: tuple[int, ...]
     samples: dict[str, list[Any]] = field(default_factory=dict)
 
     def add(self, key: str, value: Any) -> None:
@@ -131,10 +131,13 @@ def small_arms(
     tmp: Path,
     certs: tuple[str, str, str],
     loops: list[str],
-    proxy_process: Callable[[list[str]], contextlib.AbstractContextManager[Any]],
+    proxy_process: Callable[..., contextlib.AbstractContextManager[Any]],
+    *,
+    processes: int = 1,
 ) -> Iterator[list[SmallArm]]:
-    """The origin, HAProxy and one proxy per event loop; ``proxy_process`` starts a proxy
-    with these arguments and yields what has its ``port`` and ``pid``."""
+    """The origin, HAProxy and one proxy per event loop, and with ``processes`` > 1 that
+    many proxies sharing one port (``--reuse-port``, one pooled connection each).
+    ``proxy_process(args, port=None)`` starts a proxy and yields its ``port`` and ``pid``."""
     ca, cert, key = certs
     with contextlib.ExitStack() as stack:
         nginx = NginxServer(
@@ -149,33 +152,39 @@ def small_arms(
         # The direct baseline is over TLS: nginx's h2c port sends a small response with
         # sendfile under TCP_NOPUSH, which held each answer ~40 ms at a low rate (measured:
         # p50 44 ms at 1,000 req/s), a cost of that port, not of a request.
-        arms = [
-            SmallArm("direct (nginx TLS)", f"https://localhost:{nginx.tls_port}/small.bin", None)
-        ]
+        arms = [SmallArm("direct (nginx TLS)", f"https://localhost:{nginx.tls_port}/small.bin", ())]
         haproxy = stack.enter_context(
             HaproxyServer(tmp / "haproxy-small", origin_port=nginx.tls_port or 0, origin_tls_ca=ca)
         )
         arms.append(
-            SmallArm("haproxy", f"http://127.0.0.1:{haproxy.clear_port}/small.bin", haproxy.pid)
+            SmallArm("haproxy", f"http://127.0.0.1:{haproxy.clear_port}/small.bin", (haproxy.pid,))
         )
+        upstream = [
+            "--upstream",
+            f"https://127.0.0.1:{nginx.tls_port}",
+            "--ca-file",
+            ca,
+            "--server-name",
+            "localhost",
+        ]
         for loop in loops:
-            proxy = stack.enter_context(
-                proxy_process(
-                    [
-                        "--upstream",
-                        f"https://127.0.0.1:{nginx.tls_port}",
-                        "--ca-file",
-                        ca,
-                        "--server-name",
-                        "localhost",
-                        "--loop",
-                        loop,
-                    ]
-                )
-            )
+            proxy = stack.enter_context(proxy_process([*upstream, "--loop", loop]))
             arms.append(
                 SmallArm(
-                    f"cwnd-proxy {loop}", f"http://127.0.0.1:{proxy.port}/small.bin", proxy.pid
+                    f"cwnd-proxy {loop}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
+                )
+            )
+        if processes > 1:
+            port = free_port()
+            shared = [*upstream, "--loop", loops[0], "--pool-size", "1", "--reuse-port"]
+            group = [
+                stack.enter_context(proxy_process(shared, port=port)) for _ in range(processes)
+            ]
+            arms.append(
+                SmallArm(
+                    f"cwnd-proxy x{processes}",
+                    f"http://127.0.0.1:{port}/small.bin",
+                    tuple(p.pid for p in group),
                 )
             )
         yield arms
@@ -188,10 +197,10 @@ def run_rounds(arms: list[SmallArm], *, rounds: int, requests: int, rate: int) -
         h2load(arm.url, ["-n", "2000", "-c", "10", "-m", "10"])
     for _ in range(rounds):
         for arm in arms:
-            if arm.pid is None:
+            if not arm.pids:
                 continue
             for proto, args in (("h2c", h2c), ("h1", h1)):
-                result = h2load(arm.url, args, pid=arm.pid)
+                result = h2load(arm.url, args, pids=arm.pids)
                 arm.add(f"{proto}_rps", result.rps)
                 arm.add(f"{proto}_cpu_us", result.cpu_us_per_request)
                 arm.add(f"{proto}_failed", result.failed)
@@ -211,10 +220,10 @@ def _py_spy() -> str:
 def profile(arm: SmallArm, svg: Path, *, requests: int) -> None:
     """A py-spy flame graph of ``arm``'s process during one h2c run (not recorded as a
     sample: sampling slows the process down)."""
-    assert arm.pid is not None
+    assert arm.pids
     svg.parent.mkdir(parents=True, exist_ok=True)
     spy = subprocess.Popen(
-        [_py_spy(), "record", "--pid", str(arm.pid), "--rate", "250", "--output", str(svg)],
+        [_py_spy(), "record", "--pid", str(arm.pids[0]), "--rate", "250", "--output", str(svg)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
