@@ -217,6 +217,8 @@ class H2Endpoint:
                     fut.set_result(None)
 
     def _fail_window_waiters(self, stream_id: int | None) -> None:
+        if not self._window_waiters:
+            return  # the common case: called at every stream's end
         ids = list(self._window_waiters) if stream_id is None else [stream_id]
         for sid in ids:
             for fut in self._window_waiters.pop(sid, []):

@@ -168,6 +168,89 @@ def patch_h2_response_validation() -> None:
     h2.stream.validate_headers = validate_headers  # type: ignore[attr-defined]
 
 
+# The pseudo-header fields of every request H2Session sends, in its order.
+_REQUEST_PSEUDO = (b":method", b":scheme", b":authority", b":path")
+# What bytes.strip() removes: a value that starts or ends with one is not left as is.
+_STRIPPED = frozenset(b" \t\n\r\x0b\x0c")
+# What h2 sends never indexed (h2.utilities._secure_headers).
+_SECURE_NAMES = frozenset({b"authorization", b"proxy-authorization"})
+
+
+class _PlainRequest(list[Any]):
+    """A request header block normalize_outbound_headers found plain: validation would
+    pass it unchanged (see ``_plain_request``)."""
+
+
+def _plain_request(headers: list[Any]) -> bool:
+    """A request block that h2's outbound normalization leaves unchanged (but for marking
+    secrets never indexed) and its outbound validation passes: the four pseudo-header
+    fields in H2Session's order, a method other than CONNECT and a path; then lower-case
+    token names that are neither connection-specific nor Host (h2 would compare it with
+    :authority), ``te`` only as "trailers", and no value with whitespace at either end."""
+    if len(headers) < 4:
+        return False
+    for index in range(4):
+        if headers[index][0] != _REQUEST_PSEUDO[index]:
+            return False
+    if headers[0][1] == b"CONNECT" or not headers[3][1]:
+        return False
+    for index, header in enumerate(headers):
+        name, value = header[0], header[1]
+        # After the four pseudo-header fields, every name is a plain token (which rules out
+        # a late or unknown pseudo-header, and an empty name); te only as "trailers".
+        plain = index < 4 or (
+            name not in _NOT_PLAIN and name != b"host" and _PLAIN_NAME.fullmatch(name)
+        )
+        if not plain and (name != b"te" or value.lower() != b"trailers"):
+            return False
+        if value and (value[0] in _STRIPPED or value[-1] in _STRIPPED):
+            return False
+    return True
+
+
+def patch_h2_request_normalization() -> None:
+    """Normalize and validate an ordinary request header block in one pass.
+
+    For every request h2 runs the block through ten generators (lower-casing, stripping,
+    connection headers, never-indexed marking, then TE, connection, pseudo-header,
+    authority and path checks): ~5% of a small request's CPU. The requests H2Session
+    sends have one shape; a block of that shape (``_plain_request``) comes out of them
+    unchanged but for the never-indexed marking, which is applied here. Anything else
+    goes through h2's own chain. h2.stream imported both functions by name."""
+    import h2.stream
+    from hpack.struct import NeverIndexedHeaderTuple
+
+    original_normalize = h2.stream.normalize_outbound_headers  # type: ignore[attr-defined]
+    original_validate = h2.stream.validate_outbound_headers  # type: ignore[attr-defined]
+
+    def normalize_outbound_headers(
+        headers: Any, hdr_validation_flags: Any, should_split_outbound_cookies: bool = False
+    ) -> Any:
+        if (
+            not should_split_outbound_cookies
+            and hdr_validation_flags is not None
+            and not hdr_validation_flags.is_trailer
+            and not hdr_validation_flags.is_response_header
+            and type(headers) is list
+            and _plain_request(headers)
+        ):
+            return _PlainRequest(
+                NeverIndexedHeaderTuple(h[0], h[1])
+                if h[0] in _SECURE_NAMES or (h[0] == b"cookie" and len(h[1]) < 20)
+                else h
+                for h in headers
+            )
+        return original_normalize(headers, hdr_validation_flags, should_split_outbound_cookies)
+
+    def validate_outbound_headers(headers: Any, hdr_validation_flags: Any) -> Any:
+        if type(headers) is _PlainRequest:
+            return headers
+        return original_validate(headers, hdr_validation_flags)
+
+    h2.stream.normalize_outbound_headers = normalize_outbound_headers  # type: ignore[attr-defined]
+    h2.stream.validate_outbound_headers = validate_outbound_headers  # type: ignore[attr-defined]
+
+
 # Distinct Huffman-coded strings remembered by the decoder's cache (it starts over when full).
 HUFFMAN_CACHE_SIZE = 4096
 
@@ -239,5 +322,6 @@ def apply() -> None:
     patch_h2_header_validation()
     patch_hpack_huffman_cache()
     patch_h2_response_validation()
+    patch_h2_request_normalization()
     tune_malloc()
     _applied = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 Headers = list[tuple[bytes, bytes]]
 
 # Connection-specific fields: meaningful for one hop only, and forbidden in HTTP/2.
@@ -51,6 +53,7 @@ def strip_hop_by_hop(headers: Headers, *, keep_te_trailers: bool) -> Headers:
     return out
 
 
+@functools.lru_cache(maxsize=1024)  # the same few client addresses, request after request
 def _quote_forwarded(value: str) -> str:
     # RFC 7239: IPv6 addresses and anything with ':' must be a quoted-string.
     if any(c in value for c in ':[]";,= '):

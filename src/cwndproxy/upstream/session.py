@@ -275,6 +275,11 @@ class H2Session(H2Endpoint):
         self.min_rtt: float | None = None
         self._on_close = on_close
         self._remote_settings_seen = False
+        # Until the peer's SETTINGS arrive we may not know its stream limit: assume 1, the
+        # only value no server can refuse (RFC 9113 leaves it unlimited until said
+        # otherwise, but a server may already have lowered it in SETTINGS still in flight).
+        self._peer_max_streams = 1
+        self._peer_max_header_list: int | None = None
         self._started = False
         self._early_data: list[bytes] = []
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -340,20 +345,12 @@ class H2Session(H2Endpoint):
 
     @property
     def peer_max_concurrent_streams(self) -> int:
-        # Until the peer's SETTINGS arrive we may not know its limit: assume 1, the only
-        # value no server can refuse (RFC 9113 leaves it unlimited until said otherwise,
-        # but a server may already have lowered it in the SETTINGS still in flight).
-        if not self._remote_settings_seen:
-            return 1
-        return int(self.conn.remote_settings.max_concurrent_streams)
+        return self._peer_max_streams
 
     @property
     def peer_max_header_list_size(self) -> int | None:
         """The upstream's SETTINGS_MAX_HEADER_LIST_SIZE (None: unlimited or not said)."""
-        if not self._remote_settings_seen:
-            return None
-        value = self.conn.remote_settings.max_header_list_size
-        return int(value) if value is not None else None
+        return self._peer_max_header_list
 
     @property
     def free_stream_slots(self) -> int:
@@ -540,7 +537,13 @@ class H2Session(H2Endpoint):
                 self._fail_window_waiters(event.stream_id)
         elif isinstance(event, ev.RemoteSettingsChanged):
             # handle_window_events above already woke senders for a new initial window.
+            # Kept here, not read from h2's Settings mapping at each request (a lookup
+            # through a deque per key, twice per request).
             self._remote_settings_seen = True
+            remote = self.conn.remote_settings
+            self._peer_max_streams = int(remote.max_concurrent_streams)
+            header_list = remote.max_header_list_size
+            self._peer_max_header_list = int(header_list) if header_list is not None else None
         elif isinstance(event, ev.PingAckReceived):
             self._on_ping_ack(event.ping_data)
         elif isinstance(event, ev.ConnectionTerminated):

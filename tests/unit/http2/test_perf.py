@@ -6,7 +6,7 @@ import h2.exceptions
 import h2.utilities
 import hpack
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cwndproxy.http2 import perf
@@ -97,6 +97,12 @@ field_values = st.sampled_from([b"200", b"text/html", b" padded", b"a\r\nb", b""
 
 
 @given(st.lists(st.tuples(field_names, field_values), max_size=6), st.booleans())
+@example([(b":status", b"200"), (b":path", b"/")], False)
+@example([(b":status", b"200"), (b"content-type", b"x"), (b":status", b"200")], False)
+@example([(b":status", b"200"), (b"", b"x")], False)
+@example([(b":status", b" 200")], False)
+@example([(b":status", b"200"), (b"te", b"trailers")], False)
+@example([(b":status", b"200"), (b"content-type", b"text/html")], True)
 def test_response_validation_matches_h2s(headers: list[tuple[bytes, bytes]], trailer: bool) -> None:
     flags = h2.utilities.HeaderValidationFlags(
         is_client=True, is_trailer=trailer, is_response_header=not trailer, is_push_promise=False
@@ -109,3 +115,56 @@ def test_a_plain_response_takes_the_fast_path() -> None:
     assert perf._plain_response(headers)
     assert not perf._plain_response([(b"content-length", b"5"), (b":status", b"200")])
     assert not perf._plain_response([(b":status", b"200"), (b"connection", b"close")])
+
+
+def _h2_outbound(headers: list[tuple[bytes, bytes]], patched: bool) -> object:
+    import h2.stream
+
+    flags = h2.utilities.HeaderValidationFlags(
+        is_client=True, is_trailer=False, is_response_header=False, is_push_promise=False
+    )
+    if patched:
+        normalize = h2.stream.normalize_outbound_headers  # type: ignore[attr-defined]
+        validate = h2.stream.validate_outbound_headers  # type: ignore[attr-defined]
+    else:
+        normalize = h2.utilities.normalize_outbound_headers
+        validate = h2.utilities.validate_outbound_headers
+    try:
+        out = list(validate(normalize(list(headers), flags, False), flags))
+    except h2.exceptions.ProtocolError as exc:
+        return ("error", str(exc))
+    return [(type(h).__name__ == "NeverIndexedHeaderTuple", h[0], h[1]) for h in out]
+
+
+request_pseudo = st.sampled_from(
+    [
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/")],
+        [(b":method", b"CONNECT"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/")],
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"")],
+        [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"a")],
+        [(b":method", b"GET"), (b":scheme", b"https")],
+    ]
+)
+request_fields = st.tuples(
+    st.sampled_from(
+        [b"accept", b"Accept", b"te", b"connection", b"host", b"cookie", b"authorization", b":x"]
+    ),
+    st.sampled_from([b"*/*", b" a", b"b\t", b"trailers", b"TRAILERS", b"gzip", b"x" * 30, b""]),
+)
+
+
+GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/")]
+
+
+@given(request_pseudo, st.lists(request_fields, max_size=5))
+@example(GET, [(b":x", b"*/*")])  # a custom pseudo-header after the four
+@example(GET, [(b"accept", b"*/*"), (b":x", b"1")])  # a pseudo-header after a regular one
+@example(GET, [(b"te", b"TRAILERS")])
+@example(GET, [(b"te", b"gzip")])
+@example(GET, [(b"host", b"a")])
+@example(GET, [(b"cookie", b"short"), (b"authorization", b"x")])
+def test_request_normalization_matches_h2s(
+    pseudo: list[tuple[bytes, bytes]], fields: list[tuple[bytes, bytes]]
+) -> None:
+    headers = pseudo + fields
+    assert _h2_outbound(headers, patched=True) == _h2_outbound(headers, patched=False)
