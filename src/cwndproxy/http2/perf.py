@@ -149,11 +149,21 @@ def patch_h2_response_validation() -> None:
     (py-spy). A response block of the usual shape (``_plain_response``) passes all of them
     by construction, so it is returned as is; any other block, and every request or
     trailer block, goes through h2's own chain and its errors. h2.stream imported the
-    function by name, so it is replaced there."""
+    function by name, so it is replaced there.
+
+    h2 normalizes before it validates: its normalization only moves ``cookie`` fields to
+    the end, joined, so a block (a list, as the decoder returns it) without one is passed
+    on as the same list, which is what lets the fast path see it."""
     import h2.stream
     import h2.utilities
 
     original = h2.utilities.validate_headers
+    original_normalize = h2.utilities.normalize_inbound_headers
+
+    def normalize_inbound_headers(headers: Any, hdr_validation_flags: Any) -> Any:
+        if type(headers) is list and not any(h[0] == b"cookie" for h in headers):
+            return headers
+        return original_normalize(headers, hdr_validation_flags)
 
     def validate_headers(headers: Any, hdr_validation_flags: Any) -> Any:
         if (
@@ -166,6 +176,7 @@ def patch_h2_response_validation() -> None:
         return original(headers, hdr_validation_flags)
 
     h2.stream.validate_headers = validate_headers  # type: ignore[attr-defined]
+    h2.stream.normalize_inbound_headers = normalize_inbound_headers  # type: ignore[attr-defined]
 
 
 # The pseudo-header fields of every request H2Session sends, in its order.

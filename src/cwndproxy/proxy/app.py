@@ -411,6 +411,12 @@ class _Exchange:
             start["trailers"] = True
         self.response_started = True
         await _send_within(send, start, write_timeout)
+        if not want_trailers and stream.body_complete:
+            # The whole body came with the first read (a small response): one message
+            # with more_body False instead of the body and an empty closing one. Each ASGI
+            # send is a round trip to the server's thread.
+            await _send_within(send, {"type": "http.response.body", "body": first}, write_timeout)
+            return
         chunk = first
         while chunk:
             await _send_within(

@@ -23,6 +23,7 @@ import h2.exceptions
 
 from cwndproxy.deadlines import deadlines
 from cwndproxy.http2.endpoint import FlowControlAborted, H2Endpoint
+from cwndproxy.http2.hpack_decoder import CachingDecoder
 from cwndproxy.http2.hpack_encoder import StatelessEncoder
 from cwndproxy.upstream.counters import TrafficCounters, TrafficKind
 from cwndproxy.upstream.credit import InboundCredit
@@ -127,6 +128,11 @@ class UpstreamStream:
     @property
     def closed(self) -> bool:
         return (self.local_closed and self.remote_closed) or self.error is not None
+
+    @property
+    def body_complete(self) -> bool:
+        """The response body ended cleanly and all of it has been read."""
+        return self._ended and not self._chunks and self.error is None
 
     async def receive_response(self, timeout: float | None = None) -> Response:
         # Awaited directly, not through asyncio.shield: a cancelled wait cancels the
@@ -252,6 +258,11 @@ class H2Session(H2Endpoint):
         # Request headers without HPACK's dynamic table, their encodings cached
         # (http2/hpack_encoder.py: the per-request cost, and what it costs in bytes).
         self.conn.encoder = StatelessEncoder()  # type: ignore[assignment]
+        # Response header blocks decoded once while the dynamic table stays as it was
+        # (http2/hpack_decoder.py).
+        decoder = CachingDecoder()
+        decoder.max_header_list_size = self.conn.decoder.max_header_list_size
+        self.conn.decoder = decoder
         self.credit: InboundCredit | None = None
         self._idle_rtts: collections.deque[tuple[float, float]] = collections.deque()
         if metered:

@@ -13,7 +13,8 @@ Replaced or patched, and where:
   ``Frame.__repr__``, h2's ``utilities._reject_illegal_characters`` (looked up by
   ``validate_headers`` at each call) and hpack's ``hpack.decode_huffman`` (http2/perf.py);
 - ``H2Connection.encoder``, which h2 uses through ``encode()`` and ``header_table_size``
-  (http2/hpack_encoder.py).
+  (http2/hpack_encoder.py), and ``H2Connection.decoder``, whose hpack ``HeaderTable``
+  (``add``, the ``maxsize`` property) http2/hpack_decoder.py subclasses.
 """
 
 from __future__ import annotations
@@ -124,3 +125,14 @@ def test_the_per_request_patch_points_exist() -> None:
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     assert hasattr(conn.encoder, "header_table_size") and callable(conn.encoder.encode)
     assert "encoder" in inspect.signature(h2.stream.H2Stream._build_headers_frames).parameters
+
+
+def test_the_decoder_internals_we_rely_on_exist() -> None:
+    from hpack.table import HeaderTable
+
+    assert isinstance(HeaderTable.__dict__["maxsize"], property)
+    assert callable(HeaderTable.add)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    assert "decoder" in inspect.getsource(h2.connection._decode_headers)
+    for name in ("max_header_list_size", "max_allowed_table_size", "header_table_size"):
+        assert hasattr(conn.decoder, name)

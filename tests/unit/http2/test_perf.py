@@ -168,3 +168,41 @@ def test_request_normalization_matches_h2s(
 ) -> None:
     headers = pseudo + fields
     assert _h2_outbound(headers, patched=True) == _h2_outbound(headers, patched=False)
+
+
+def test_received_response_blocks_take_the_fast_path_in_h2() -> None:
+    """Through h2 itself (normalization, then validation): a plain block reaches the fast
+    path as a list; one with a cookie still has it joined and moved last, as h2 does."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding=None))
+    server = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None)
+    )
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    calls: list[bool] = []
+    original = perf._plain_response
+
+    def spy(headers: list[tuple[bytes, bytes]]) -> bool:
+        calls.append(original(headers))
+        return calls[-1]
+
+    perf._plain_response = spy
+    try:
+        for extra in ([], [(b"cookie", b"a=1"), (b"cookie", b"b=2")]):
+            sid = client.get_next_available_stream_id()
+            client.send_headers(sid, GET, end_stream=True)
+            server.receive_data(client.data_to_send())
+            server.send_headers(sid, [(b":status", b"200"), *extra, (b"etag", b"x")], True)
+            events = client.receive_data(server.data_to_send())
+            got = next(e for e in events if isinstance(e, h2.events.ResponseReceived))
+            if extra:
+                assert list(got.headers)[-1] == (b"cookie", b"a=1; b=2")
+    finally:
+        perf._plain_response = original
+    assert calls[0] is True, "a plain response block reached the fast path"

@@ -76,7 +76,11 @@ class RunningProxy:
 
 @contextlib.contextmanager
 def proxy_process(
-    args: list[str], *, dashboard: bool = False, port: int | None = None
+    args: list[str],
+    *,
+    dashboard: bool = False,
+    port: int | None = None,
+    source: str | None = None,
 ) -> Iterator[RunningProxy]:
     """A proxy process (a plain pool: warm-up traffic would only add noise on loopback); with
     ``dashboard`` it runs on a pseudo-terminal (util-linux ``script``) so the live dashboard
@@ -105,7 +109,11 @@ def proxy_process(
         argv = ["script", "-qfec", shlex.join(argv), "/dev/null"]
     else:
         argv.append("--no-tui")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = None
+    if source:
+        # Another checkout's code (its src/), for a before/after arm in the same run.
+        env = {**os.environ, "PYTHONPATH": source}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_listening(port, exited=lambda: proc.poll() is not None)
         # Under ``script`` the proxy is its child: charge CPU time to the proxy itself.
@@ -304,6 +312,12 @@ def main() -> int:
         "pool 1 each; 1 = no such arm",
     )
     parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="small part: also run a proxy from another checkout's src/ (e.g. a git "
+        "worktree of an older commit), as a before/after arm in the same run",
+    )
+    parser.add_argument(
         "--profile",
         metavar="DIR",
         help="small part: also write a py-spy flame graph of each proxy arm into DIR",
@@ -340,7 +354,12 @@ def main() -> int:
         if "small" in parts:
             small = stack.enter_context(
                 small_requests.small_arms(
-                    tmp, certs, loops, proxy_process, processes=args.processes
+                    tmp,
+                    certs,
+                    loops,
+                    proxy_process,
+                    processes=args.processes,
+                    baseline=args.baseline_src,
                 )
             )
             time.sleep(1.0)

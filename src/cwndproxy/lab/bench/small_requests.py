@@ -134,9 +134,11 @@ def small_arms(
     proxy_process: Callable[..., contextlib.AbstractContextManager[Any]],
     *,
     processes: int = 1,
+    baseline: str | None = None,
 ) -> Iterator[list[SmallArm]]:
     """The origin, HAProxy and one proxy per event loop, and with ``processes`` > 1 that
-    many proxies sharing one port (``--reuse-port``, one pooled connection each).
+    many proxies sharing one port (``--reuse-port``, one pooled connection each), and with
+    ``baseline`` a proxy run from that source directory (a before/after comparison).
     ``proxy_process(args, port=None)`` starts a proxy and yields its ``port`` and ``pid``."""
     ca, cert, key = certs
     with contextlib.ExitStack() as stack:
@@ -172,6 +174,15 @@ def small_arms(
             arms.append(
                 SmallArm(
                     f"cwnd-proxy {loop}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
+                )
+            )
+        if baseline:
+            proxy = stack.enter_context(
+                proxy_process([*upstream, "--loop", loops[0]], source=baseline)
+            )
+            arms.append(
+                SmallArm(
+                    "cwnd-proxy baseline", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
                 )
             )
         if processes > 1:
