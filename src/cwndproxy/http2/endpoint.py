@@ -112,6 +112,7 @@ class H2Endpoint:
         self._window_waiters: dict[int, list[asyncio.Future[None]]] = {}
         self.connected = asyncio.Event()
         self.is_connection_lost = False
+        self._flush_due = False
 
     # -- the byte stream -----------------------------------------------------------------
     def attach(self, link: Link) -> None:
@@ -189,11 +190,24 @@ class H2Endpoint:
         self.flush()
 
     def flush(self) -> None:
+        self._flush_due = False
         if self.link is None or self._closing or self.is_connection_lost:
             return  # keep the bytes in h2 until there is a connection to write them to
         data = self.conn.data_to_send()
         if data:
             self.link.write(data)
+
+    def flush_soon(self) -> None:
+        """Write what h2 holds once this turn of the event loop is over: the HEADERS of
+        all requests opened in one turn leave in one write (one TLS record, one send()),
+        not one each. For what must leave at once (a PING timed for the RTT), flush()."""
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush_if_due)
+
+    def _flush_if_due(self) -> None:
+        if self._flush_due:
+            self.flush()
 
     def pause_writing(self) -> None:
         self._writable.clear()

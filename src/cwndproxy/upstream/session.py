@@ -695,7 +695,7 @@ class H2Session(H2Endpoint):
         if kind is TrafficKind.REAL:
             self.counters.requests += 1
         self.streams_opened += 1
-        self.flush()
+        self.flush_soon()
         # After the HEADERS went out: the last stream the budget allows still runs.
         self._check_budget()
         return stream
@@ -786,7 +786,7 @@ class H2Session(H2Endpoint):
             self.conn.acknowledge_received_data(size, stream_id)
         except h2.exceptions.ProtocolError:
             return
-        self.flush()
+        self.flush_soon()
 
     # -- RTT -----------------------------------------------------------------------------
     async def ping(self, timeout: float = 5.0) -> float:

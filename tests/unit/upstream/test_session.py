@@ -50,7 +50,9 @@ class Peer:
         self.events: list[ev.Event] = []
 
     def pump(self) -> list[ev.Event]:
-        """Deliver client bytes to the peer and peer bytes to the client."""
+        """Deliver client bytes to the peer and peer bytes to the client. Time passes: what
+        the session would write at the end of this loop turn (flush_soon) is written."""
+        self.session.flush()
         data = bytes(self.wire.buffer)
         self.wire.buffer.clear()
         new = self.conn.receive_data(data) if data else []
@@ -405,3 +407,23 @@ async def test_free_stream_slots_follow_h2s_own_count_through_every_ending() -> 
     peer.pump()
     agree()
     assert session.free_stream_slots == 10
+
+
+async def test_requests_opened_in_one_loop_turn_leave_in_one_write() -> None:
+    session, wire = make_session()
+    peer = Peer(session, wire)
+    peer.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 10})
+    peer.pump()
+    peer.pump()
+    writes: list[bytes] = []
+    assert session.link is not None
+    session.link = Link(
+        write=lambda data: writes.append(bytes(data)), close=wire._close, abort=wire._close
+    )
+    for i in range(3):
+        await session.open_stream("GET", f"/{i}", [], end_stream=True)
+    assert writes == [], "nothing leaves before the loop turn ends"
+    await asyncio.sleep(0)
+    assert len(writes) == 1
+    peer.conn.receive_data(writes[0])
+    assert len(peer.conn.streams) == 3
