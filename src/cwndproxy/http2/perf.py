@@ -119,6 +119,22 @@ _NOT_PLAIN = frozenset(
 )
 
 
+# Names seen to match _PLAIN_NAME: a set lookup instead of a match for the names every
+# block repeats (bounded; starts over when full).
+_TOKEN_NAMES: set[bytes] = set()
+
+
+def _is_token(name: bytes) -> bool:
+    if name in _TOKEN_NAMES:
+        return True
+    if _PLAIN_NAME.fullmatch(name) is None:
+        return False
+    if len(_TOKEN_NAMES) >= 1024:
+        _TOKEN_NAMES.clear()
+    _TOKEN_NAMES.add(name)
+    return True
+
+
 def _plain_response(headers: list[Any]) -> bool:
     """A response header block every one of h2's checks passes: ``:status`` first and the
     only pseudo-header, then lower-case token names that are not connection-specific,
@@ -130,7 +146,7 @@ def _plain_response(headers: list[Any]) -> bool:
         name, value = header[0], header[1]
         if first:
             first = False
-        elif name in _NOT_PLAIN or not _PLAIN_NAME.fullmatch(name):
+        elif name in _NOT_PLAIN or not _is_token(name):
             return False
         if value and (
             _BAD_VALUE_BYTE.search(value) is not None
@@ -209,9 +225,7 @@ def _plain_request(headers: list[Any]) -> bool:
         name, value = header[0], header[1]
         # After the four pseudo-header fields, every name is a plain token (which rules out
         # a late or unknown pseudo-header, and an empty name); te only as "trailers".
-        plain = index < 4 or (
-            name not in _NOT_PLAIN and name != b"host" and _PLAIN_NAME.fullmatch(name)
-        )
+        plain = index < 4 or (name not in _NOT_PLAIN and name != b"host" and _is_token(name))
         if not plain and (name != b"te" or value.lower() != b"trailers"):
             return False
         if value and (value[0] in _STRIPPED or value[-1] in _STRIPPED):

@@ -98,7 +98,7 @@ class PoolSlot:
             free = s.free_stream_slots - s.opening.total()
             free = max(0, free if budget_left is None else min(free, budget_left))
         return SlotView(
-            index=self.index,
+            slot=self.index,
             ready=self.ready,
             real_streams=s.real_active + s.opening[TrafficKind.REAL] if s else 0,
             free_stream_slots=free,

@@ -69,8 +69,12 @@ def check_request(
     http_version: str,
     limits: HeaderLimits,
 ) -> None:
-    """Raise RequestRejected for a request that must not be forwarded."""
-    if http_version not in ("1.0", "1.1", "2", "2.0"):
+    """Raise RequestRejected for a request that must not be forwarded.
+
+    One pass over the fields (this runs for every request); when several rules fail, the
+    answer is the one checking them one after another gave: 431 for a field line, then
+    for the block, then 400 for the first bad name or value, then framing, Host, upgrade."""
+    if http_version not in _VERSIONS:
         raise RequestRejected(505, f"HTTP version {http_version!r} is not supported")
     raw_method = method.encode("latin-1", "replace")
     if len(raw_method) > MAX_METHOD or not _METHOD.fullmatch(raw_method):
@@ -79,30 +83,73 @@ def check_request(
         raise RequestRejected(414, f"request target longer than {limits.max_target_bytes} bytes")
     if len(headers) > limits.max_count:
         raise RequestRejected(431, f"more than {limits.max_count} header fields")
+    field_limit = limits.max_field_bytes - 2  # a field line is name + ": " + value
+    long_field = False
+    total = 0
+    bad: str | None = None
+    lengths: list[bytes] = []
+    transfer_encoding = False
+    hosts: list[bytes] = []
+    upgrades: list[bytes] = []
     for name, value in headers:
-        if len(name) + len(value) + 2 > limits.max_field_bytes:
-            raise RequestRejected(
-                431, f"a header field is longer than {limits.max_field_bytes} bytes"
-            )
-    if header_list_size(headers) > limits.max_total_bytes:
+        size = len(name) + len(value)
+        if size > field_limit:
+            long_field = True
+        total += size + 32  # RFC 9113 section 6.5.2
+        if bad is None:
+            if name not in _KNOWN_GOOD_NAMES and not _FIELD_NAME.fullmatch(name):
+                bad = "invalid header field name"
+            elif b"\r" in value or b"\n" in value or b"\0" in value:
+                bad = "invalid header field value"
+        if name in _READ_LATER:
+            if name == b"content-length":
+                lengths.append(value)
+            elif name == b"transfer-encoding":
+                transfer_encoding = True
+            elif name == b"host":
+                hosts.append(value)
+            else:
+                upgrades.append(value)
+    if long_field:
+        raise RequestRejected(431, f"a header field is longer than {limits.max_field_bytes} bytes")
+    if total > limits.max_total_bytes:
         raise RequestRejected(431, f"headers larger than {limits.max_total_bytes} bytes")
-    for name, value in headers:
-        if not _FIELD_NAME.fullmatch(name):
-            raise RequestRejected(400, "invalid header field name")
-        if b"\r" in value or b"\n" in value or b"\0" in value:
-            raise RequestRejected(400, "invalid header field value")
-    _check_framing(headers)
-    _check_host(headers, http_version)
-    _check_upgrade(headers)
+    if bad is not None:
+        raise RequestRejected(400, bad)
+    _check_framing(lengths, transfer_encoding)
+    _check_host(hosts, http_version)
+    _check_upgrade(upgrades)
 
 
-def _values(headers: Headers, name: bytes) -> list[bytes]:
-    return [v for n, v in headers if n == name]
+_VERSIONS = frozenset({"1.0", "1.1", "2", "2.0"})
+# The fields the later checks read (exact lower-case names, as both servers deliver them).
+_READ_LATER = frozenset({b"content-length", b"transfer-encoding", b"host", b"upgrade"})
+# Common names that match _FIELD_NAME: no regular expression for them.
+_KNOWN_GOOD_NAMES = frozenset(
+    {
+        b"host",
+        b"user-agent",
+        b"accept",
+        b"accept-encoding",
+        b"accept-language",
+        b"content-type",
+        b"content-length",
+        b"cookie",
+        b"authorization",
+        b"referer",
+        b"cache-control",
+        b"if-none-match",
+        b"if-modified-since",
+        b"range",
+        b"origin",
+        b"x-forwarded-for",
+        b"forwarded",
+    }
+)
 
 
-def _check_framing(headers: Headers) -> None:
-    lengths = _values(headers, b"content-length")
-    if lengths and _values(headers, b"transfer-encoding"):
+def _check_framing(lengths: list[bytes], transfer_encoding: bool) -> None:
+    if lengths and transfer_encoding:
         raise RequestRejected(400, "Content-Length together with Transfer-Encoding")
     parsed = set()
     for value in lengths:
@@ -115,8 +162,7 @@ def _check_framing(headers: Headers) -> None:
         raise RequestRejected(400, "conflicting Content-Length values")
 
 
-def _check_host(headers: Headers, http_version: str) -> None:
-    hosts = _values(headers, b"host")
+def _check_host(hosts: list[bytes], http_version: str) -> None:
     if len(hosts) > 1:
         raise RequestRejected(400, "more than one Host header")
     if not hosts:
@@ -128,7 +174,7 @@ def _check_host(headers: Headers, http_version: str) -> None:
         raise RequestRejected(400, "invalid Host header")
 
 
-def _check_upgrade(headers: Headers) -> None:
-    for value in _values(headers, b"upgrade"):
+def _check_upgrade(upgrades: list[bytes]) -> None:
+    for value in upgrades:
         if b"websocket" in value.lower():
             raise RequestRejected(501, "WebSocket is not supported")

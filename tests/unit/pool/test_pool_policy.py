@@ -18,7 +18,7 @@ def view(
     score: float = 1.0,
 ) -> SlotView:
     return SlotView(
-        index=i,
+        slot=i,
         ready=ready,
         real_streams=real,
         free_stream_slots=free,

@@ -30,6 +30,6 @@ def test_a_slot_without_warm_up_counts_as_warm_with_no_window_information() -> N
 def test_the_view_carries_the_warm_up_state() -> None:
     warmth: SessionWarmth = Warmth(dummy_active=True, warm=False, window_share=0.7)
     view = PoolSlot(index=3, controller=warmth).view()
-    assert view.index == 3
+    assert view.slot == 3
     assert (view.dummy_active, view.warm, view.score) == (True, False, 0.7)
     assert not view.ready, "no session: not ready, whatever the warm-up says"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cwndproxy.proxy.request_rules import HeaderLimits, RequestRejected, check_request
 
@@ -81,3 +85,47 @@ def test_versions_upgrades_and_field_syntax() -> None:
     assert rejected([*OK, (b"Bad Name", b"x")]) == 400
     assert rejected([*OK, (b"x", b"a\nb")]) == 400
     assert rejected([*OK, (b"x", b"a\0b")]) == 400
+
+
+def _one_rule_at_a_time(headers: list[tuple[bytes, bytes]], limits: HeaderLimits) -> object:
+    """The rules as separate passes, in order (how check_request read before it became
+    one pass): the answer must be the same for any header list."""
+    try:
+        if len(headers) > limits.max_count:
+            raise RequestRejected(431, "count")
+        for name, value in headers:
+            if len(name) + len(value) + 2 > limits.max_field_bytes:
+                raise RequestRejected(431, "field")
+        if sum(len(n) + len(v) + 32 for n, v in headers) > limits.max_total_bytes:
+            raise RequestRejected(431, "total")
+        for name, value in headers:
+            if not re.fullmatch(rb"[!#$%&'*+\-.^_`|~0-9a-z]+", name):
+                raise RequestRejected(400, "invalid header field name")
+            if any(c in value for c in (b"\r", b"\n", b"\0")):
+                raise RequestRejected(400, "invalid header field value")
+        check_request("GET", b"/", headers, "1.1", limits)  # framing, Host, upgrade
+    except RequestRejected as exc:
+        return exc.status, exc.reason if exc.status == 400 else None
+    return None
+
+
+def _one_pass(headers: list[tuple[bytes, bytes]], limits: HeaderLimits) -> object:
+    try:
+        check_request("GET", b"/", headers, "1.1", limits)
+    except RequestRejected as exc:
+        return exc.status, exc.reason if exc.status == 400 else None
+    return None
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"host", b"accept", b"Accept", b"x:y", b"content-length", b"x" * 40]),
+            st.sampled_from([b"a", b"5", b"b\r\nc", b"v" * 50, b"example.com", b"6"]),
+        ),
+        max_size=6,
+    )
+)
+def test_one_pass_answers_as_the_rules_one_at_a_time(headers: list[tuple[bytes, bytes]]) -> None:
+    limits = HeaderLimits(max_field_bytes=60, max_total_bytes=300, max_count=5)
+    assert _one_pass(headers, limits) == _one_rule_at_a_time(headers, limits)
