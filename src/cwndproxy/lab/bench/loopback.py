@@ -313,9 +313,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--baseline-src",
-        metavar="DIR",
-        help="small part: also run a proxy from another checkout's src/ (e.g. a git "
-        "worktree of an older commit), as a before/after arm in the same run",
+        metavar="NAME=DIR[,NAME=DIR...]",
+        default="",
+        help="small part: also run proxies from other checkouts' src/ (e.g. git worktrees "
+        "of older commits), each as an arm named NAME, for before/after in one run",
     )
     parser.add_argument(
         "--profile",
@@ -359,7 +360,9 @@ def main() -> int:
                     loops,
                     proxy_process,
                     processes=args.processes,
-                    baseline=args.baseline_src,
+                    baselines=dict(
+                        pair.split("=", 1) for pair in args.baseline_src.split(",") if pair
+                    ),
                 )
             )
             time.sleep(1.0)

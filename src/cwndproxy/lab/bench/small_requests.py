@@ -134,11 +134,11 @@ def small_arms(
     proxy_process: Callable[..., contextlib.AbstractContextManager[Any]],
     *,
     processes: int = 1,
-    baseline: str | None = None,
+    baselines: dict[str, str] | None = None,
 ) -> Iterator[list[SmallArm]]:
     """The origin, HAProxy and one proxy per event loop, and with ``processes`` > 1 that
     many proxies sharing one port (``--reuse-port``, one pooled connection each), and with
-    ``baseline`` a proxy run from that source directory (a before/after comparison).
+    ``baselines`` (name: source directory) a proxy run from each (before/after arms).
     ``proxy_process(args, port=None)`` starts a proxy and yields its ``port`` and ``pid``."""
     ca, cert, key = certs
     with contextlib.ExitStack() as stack:
@@ -176,13 +176,13 @@ def small_arms(
                     f"cwnd-proxy {loop}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
                 )
             )
-        if baseline:
+        for name, source in (baselines or {}).items():
             proxy = stack.enter_context(
-                proxy_process([*upstream, "--loop", loops[0]], source=baseline)
+                proxy_process([*upstream, "--loop", loops[0]], source=source)
             )
             arms.append(
                 SmallArm(
-                    "cwnd-proxy baseline", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
+                    f"cwnd-proxy {name}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
                 )
             )
         if processes > 1:
