@@ -17,20 +17,21 @@ from types import TracebackType
 
 from cwndproxy.lab.ports import free_port, wait_listening
 
-_CONFIG = """\
-global
-    nbthread 1
-    tune.h2.initial-window-size 16777216
-    maxconn 8000
 
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-keep-alive 300s
-    http-reuse always
+def preamble(*, maxconn: int, threads: int | None = None) -> str:
+    """The global and defaults sections every HAProxy peer here gets (this module's and
+    the testbed's, bench/peers.py): a 16 MiB HTTP/2 window, origin connections reused
+    across clients, long timeouts; ``threads`` pins nbthread (None: HAProxy's default, one
+    per CPU)."""
+    nbthread = f"    nbthread {threads}\n" if threads else ""
+    return (
+        f"global\n{nbthread}    tune.h2.initial-window-size 16777216\n    maxconn {maxconn}\n\n"
+        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 300s\n"
+        "    timeout server 300s\n    timeout http-keep-alive 300s\n    http-reuse always\n\n"
+    )
 
+
+_FRONTEND = """\
 frontend clear
     # HTTP/1.1, and HTTP/2 with prior knowledge (HAProxy switches on the h2 preface).
     bind 127.0.0.1:{clear_port}
@@ -77,7 +78,9 @@ class HaproxyServer:
             if cert_pem
             else ""
         )
-        self.config = _CONFIG.format(clear_port=self.clear_port, tls_bind=tls_bind, origin=origin)
+        self.config = preamble(maxconn=8000, threads=1) + _FRONTEND.format(
+            clear_port=self.clear_port, tls_bind=tls_bind, origin=origin
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

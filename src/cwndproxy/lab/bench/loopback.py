@@ -220,12 +220,7 @@ def bulk_arms(
             proxy = stack.enter_context(
                 proxy_process(
                     [
-                        "--upstream",
-                        f"https://127.0.0.1:{nginx.tls_port}",
-                        "--ca-file",
-                        ca,
-                        "--server-name",
-                        "localhost",
+                        *small_requests.tls_upstream_args(nginx.tls_port or 0, ca),
                         "--inbound-tls-cert",
                         cert,
                         "--inbound-tls-key",

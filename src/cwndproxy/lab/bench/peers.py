@@ -17,22 +17,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cwndproxy.lab.haproxy import preamble
 from cwndproxy.lab.nginx import PRELUDE
 from cwndproxy.lab.testbed.netns import Testbed
 
-_HAPROXY = """\
-global
-    tune.h2.initial-window-size 16777216
-    maxconn 1000
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-keep-alive 300s
-    http-reuse always
-
+_HAPROXY = (
+    preamble(maxconn=1000)
+    + """\
 frontend fe
     bind 127.0.0.1:{listen_port}
     default_backend be
@@ -42,6 +33,7 @@ backend be
     server origin {origin_addr}:{origin_port} ssl verify required ca-file {ca_file} alpn h2 \
 pool-purge-delay 300s
 """
+)
 
 _NGINX_PROXY = (
     PRELUDE

@@ -109,6 +109,18 @@ def latency_ms(url: str, *, rate: int, requests: int, clients: int = 10) -> tupl
     return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
+def tls_upstream_args(port: int, ca: str) -> list[str]:
+    """The proxy's arguments for the loopback nginx's TLS port (certificate for localhost)."""
+    return [
+        "--upstream",
+        f"https://127.0.0.1:{port}",
+        "--ca-file",
+        ca,
+        "--server-name",
+        "localhost",
+    ]
+
+
 @dataclass
 class SmallArm:
     """One way to the origin: its URL and the processes whose CPU time is charged."""
@@ -161,14 +173,7 @@ def small_arms(
         arms.append(
             SmallArm("haproxy", f"http://127.0.0.1:{haproxy.clear_port}/small.bin", (haproxy.pid,))
         )
-        upstream = [
-            "--upstream",
-            f"https://127.0.0.1:{nginx.tls_port}",
-            "--ca-file",
-            ca,
-            "--server-name",
-            "localhost",
-        ]
+        upstream = tls_upstream_args(nginx.tls_port or 0, ca)
         for loop in loops:
             proxy = stack.enter_context(proxy_process([*upstream, "--loop", loop]))
             arms.append(
