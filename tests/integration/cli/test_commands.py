@@ -95,6 +95,14 @@ async def test_run_proxies_on_either_event_loop_and_exits_0_on_sigterm(loop: str
         assert origin.stats.connections == 3, err
 
 
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
 async def test_json_logs_are_json_from_start_to_stop() -> None:
     """With --log-format json every line, start-up and shutdown included, is one JSON
     object with ts, level and msg; the periodic status carries numbers, not sparklines."""
@@ -118,7 +126,12 @@ async def test_json_logs_are_json_from_start_to_stop() -> None:
         await asyncio.sleep(5.5)  # one periodic status line
         code, out, err = await stop(proc, signal.SIGTERM)
     assert code == 0, err
-    lines = [json.loads(line) for line in (out + err).splitlines() if line.strip()]
+    text = (out + err).splitlines()
+    # Every line must parse; a line that does not is shown whole (granian once printed a
+    # Rust panic line here, 2 runs in ~70, whose cause is not known yet).
+    not_json = [line for line in text if line.strip() and not _is_json(line)]
+    assert not_json == [], "\n".join(text)
+    lines = [json.loads(line) for line in text if line.strip()]
     assert all({"ts", "level", "msg"} <= set(line) for line in lines), lines
     messages = [line["msg"] for line in lines]
     assert any(m.startswith("proxy listening") for m in messages)
