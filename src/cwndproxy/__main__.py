@@ -1,3 +1,3 @@
-from cwndproxy.cli import main
+from cwndproxy.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -1,5 +1,5 @@
 """The ``cwnd-proxy`` command line: the parser, the commands, and unit parsing."""
 
-from cwndproxy.cli.commands import main
+from cwndproxy.cli.commands import entry, main
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]

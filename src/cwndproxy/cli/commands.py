@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cwndproxy.cli.parser import build_parser, config_from_args
 from cwndproxy.config import (
@@ -42,6 +43,28 @@ def _loop_runner(name: str) -> Callable[[Coroutine[Any, Any, int]], int]:
             ) from None
         return uvloop.run
     return asyncio.run
+
+
+def entry() -> NoReturn:
+    """The program: ``main()``, then leave without tearing the interpreter down.
+
+    granian runs a Rust (tokio) runtime in threads of its own that outlive its server
+    object. When Python finalizes with them still there, one of them now and then
+    aborts with "panic in a function that cannot unwind" after the proxy has already
+    stopped cleanly (seen in 2 of about 110 stops in tests; exit status still 0). Every
+    resource of ours is closed by the time main() returns, so the process flushes its
+    output and exits at once instead of finalizing: no panic text after "stopped"."""
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

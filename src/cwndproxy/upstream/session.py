@@ -21,7 +21,7 @@ import h2.errors
 import h2.events as ev
 import h2.exceptions
 
-from cwndproxy.deadlines import deadlines
+from cwndproxy.deadlines import Deadlines, deadlines
 from cwndproxy.http2.endpoint import FlowControlAborted, H2Endpoint
 from cwndproxy.http2.hpack_decoder import CachingDecoder
 from cwndproxy.http2.hpack_encoder import StatelessEncoder
@@ -139,7 +139,7 @@ class UpstreamStream:
         # future, and the session never sets a result on a future that is done.
         if timeout is None:
             return await self.response
-        watch = deadlines()
+        watch = self.session.deadlines
         task = watch.arm(timeout)
         try:
             return await self.response
@@ -286,6 +286,7 @@ class H2Session(H2Endpoint):
         self.min_rtt: float | None = None
         self._on_close = on_close
         self._remote_settings_seen = False
+        self._deadlines: Deadlines | None = None
         # Until the peer's SETTINGS arrive we may not know its stream limit: assume 1, the
         # only value no server can refuse (RFC 9113 leaves it unlimited until said
         # otherwise, but a server may already have lowered it in SETTINGS still in flight).
@@ -353,6 +354,14 @@ class H2Session(H2Endpoint):
 
     def active_streams_of(self, kind: TrafficKind) -> int:
         return sum(1 for s in self.streams.values() if s.kind is kind)
+
+    @property
+    def deadlines(self) -> Deadlines:
+        """This loop's coarse deadlines (cwndproxy/deadlines.py), looked up once."""
+        found = self._deadlines
+        if found is None:
+            found = self._deadlines = deadlines()
+        return found
 
     @property
     def peer_max_concurrent_streams(self) -> int:
