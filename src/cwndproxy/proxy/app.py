@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cwndproxy.deadlines import Deadlines, deadlines
+from cwndproxy.deadlines import deadlines
 from cwndproxy.pool.pool import NoSessionAvailable, Pool
 from cwndproxy.pool.slot import PoolSlot
 from cwndproxy.proxy.answer import Answer
@@ -72,15 +72,6 @@ class ForwardingApp:
         self._inbound: dict[tuple[Any, Any], InboundConnection] = {}
         self._idle = asyncio.Event()
         self._idle.set()
-        self._deadlines: Deadlines | None = None
-
-    @property
-    def deadlines(self) -> Deadlines:
-        """The loop's coarse deadlines (cwndproxy/deadlines.py), looked up once."""
-        found = self._deadlines
-        if found is None:
-            found = self._deadlines = deadlines()
-        return found
 
     async def wait_idle(self, timeout: float) -> bool:
         try:
@@ -404,7 +395,6 @@ class _Exchange:
         self, send: Send, stream: UpstreamStream, response: Response, trailers_ok: bool
     ) -> None:
         write_timeout = self.app.settings.write_timeout
-        watch = self.app.deadlines
         headers = downstream_response_headers(response.headers)
         want_trailers = trailers_ok and any(k == b"trailer" for k, _ in headers)
         # Fetch the first piece before committing headers: if the stream fails right away,
@@ -420,14 +410,12 @@ class _Exchange:
         if want_trailers:
             start["trailers"] = True
         self.response_started = True
-        await _send_within(send, start, write_timeout, watch)
+        await _send_within(send, start, write_timeout)
         if not want_trailers and stream.body_complete:
             # The whole body came with the first read (a small response): one message
             # with more_body False instead of the body and an empty closing one. Each ASGI
             # send is a round trip to the server's thread.
-            await _send_within(
-                send, {"type": "http.response.body", "body": first}, write_timeout, watch
-            )
+            await _send_within(send, {"type": "http.response.body", "body": first}, write_timeout)
             return
         chunk = first
         while chunk:
@@ -435,10 +423,9 @@ class _Exchange:
                 send,
                 {"type": "http.response.body", "body": chunk, "more_body": True},
                 write_timeout,
-                watch,
             )
             chunk = await stream.read()
-        await _send_within(send, {"type": "http.response.body", "body": b""}, write_timeout, watch)
+        await _send_within(send, {"type": "http.response.body", "body": b""}, write_timeout)
         if want_trailers:
             await _send_within(
                 send,
@@ -448,11 +435,11 @@ class _Exchange:
                     "more_trailers": False,
                 },
                 write_timeout,
-                watch,
             )
 
 
-async def _send_within(send: Send, message: Message, timeout: float, watch: Deadlines) -> None:
+async def _send_within(send: Send, message: Message, timeout: float) -> None:
+    watch = deadlines()
     task = watch.arm(timeout)
     try:
         await send(message)

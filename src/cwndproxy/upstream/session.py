@@ -21,7 +21,7 @@ import h2.errors
 import h2.events as ev
 import h2.exceptions
 
-from cwndproxy.deadlines import Deadlines, deadlines
+from cwndproxy.deadlines import deadlines
 from cwndproxy.http2.endpoint import FlowControlAborted, H2Endpoint
 from cwndproxy.http2.hpack_decoder import CachingDecoder
 from cwndproxy.http2.hpack_encoder import StatelessEncoder
@@ -139,7 +139,7 @@ class UpstreamStream:
         # future, and the session never sets a result on a future that is done.
         if timeout is None:
             return await self.response
-        watch = self.session.deadlines
+        watch = deadlines()
         task = watch.arm(timeout)
         try:
             return await self.response
@@ -285,8 +285,6 @@ class H2Session(H2Endpoint):
         # transfer also measure the queue it builds).
         self.min_rtt: float | None = None
         self._on_close = on_close
-        self._remote_settings_seen = False
-        self._deadlines: Deadlines | None = None
         # Until the peer's SETTINGS arrive we may not know its stream limit: assume 1, the
         # only value no server can refuse (RFC 9113 leaves it unlimited until said
         # otherwise, but a server may already have lowered it in SETTINGS still in flight).
@@ -354,14 +352,6 @@ class H2Session(H2Endpoint):
 
     def active_streams_of(self, kind: TrafficKind) -> int:
         return sum(1 for s in self.streams.values() if s.kind is kind)
-
-    @property
-    def deadlines(self) -> Deadlines:
-        """This loop's coarse deadlines (cwndproxy/deadlines.py), looked up once."""
-        found = self._deadlines
-        if found is None:
-            found = self._deadlines = deadlines()
-        return found
 
     @property
     def peer_max_concurrent_streams(self) -> int:
@@ -559,7 +549,6 @@ class H2Session(H2Endpoint):
             # handle_window_events above already woke senders for a new initial window.
             # Kept here, not read from h2's Settings mapping at each request (a lookup
             # through a deque per key, twice per request).
-            self._remote_settings_seen = True
             remote = self.conn.remote_settings
             self._peer_max_streams = int(remote.max_concurrent_streams)
             header_list = remote.max_header_list_size
