@@ -78,7 +78,9 @@ _NOT_PLAIN = frozenset(
 _TOKEN_NAMES: set[bytes] = set()
 
 
-def _is_token(name: bytes) -> bool:
+def is_lowercase_token(name: bytes) -> bool:
+    """A lower-case RFC 9110 token (what HTTP/2 allows as a regular field name); also the
+    inbound request rules' name check (proxy/request_rules.py)."""
     if name in _TOKEN_NAMES:
         return True
     if _PLAIN_NAME.fullmatch(name) is None:
@@ -100,7 +102,7 @@ def _plain_response(headers: list[Any]) -> bool:
         name, value = header[0], header[1]
         if first:
             first = False
-        elif name in _NOT_PLAIN or not _is_token(name):
+        elif name in _NOT_PLAIN or not is_lowercase_token(name):
             return False
         if value and (
             _BAD_VALUE_BYTE.search(value) is not None
@@ -179,7 +181,9 @@ def _plain_request(headers: list[Any]) -> bool:
         name, value = header[0], header[1]
         # After the four pseudo-header fields, every name is a plain token (which rules out
         # a late or unknown pseudo-header, and an empty name); te only as "trailers".
-        plain = index < 4 or (name not in _NOT_PLAIN and name != b"host" and _is_token(name))
+        plain = index < 4 or (
+            name not in _NOT_PLAIN and name != b"host" and is_lowercase_token(name)
+        )
         if not plain and (name != b"te" or value.lower() != b"trailers"):
             return False
         if value and (value[0] in _STRIPPED or value[-1] in _STRIPPED):
