@@ -10,12 +10,12 @@ at one window per round trip).
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from types import TracebackType
 
 from cwndproxy.lab.ports import free_port, wait_listening
+from cwndproxy.lab.testbed.netns import stop_process
 
 
 def preamble(*, maxconn: int, threads: int | None = None) -> str:
@@ -109,15 +109,9 @@ class HaproxyServer:
                 )
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGUSR1)  # soft stop: finish and exit
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
+            self.process = None
 
     def __enter__(self) -> HaproxyServer:
         self.start()
