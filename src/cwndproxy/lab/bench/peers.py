@@ -112,6 +112,9 @@ def start_nginx_proxy(
     ca_file: str,
 ) -> subprocess.Popen[bytes]:
     binary = _binary("nginx", "nginx-light")
+    # Absolute: nginx resolves a relative -c against its -p prefix, so a relative workdir
+    # (the benchmarks' default bench/results/...) named a config that does not exist.
+    workdir = workdir.resolve()
     for sub in ("tmp", "logs"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     conf = workdir / "nginx.conf"
