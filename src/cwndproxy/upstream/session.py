@@ -364,7 +364,7 @@ class H2Session(H2Endpoint):
 
     @property
     def free_stream_slots(self) -> int:
-        # Counted from our own stream table, not h2's open_outbound_streams, which walks
+        # Counted from our own stream table, not h2's count of open streams, which walks
         # every stream h2 holds at each call (O(streams), asked several times per request:
         # ~5% of a small request's CPU with 50 streams in flight). The two agree: a stream
         # leaves our table when h2 closed it (both ends done, reset by either side), or

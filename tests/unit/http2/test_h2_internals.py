@@ -4,7 +4,9 @@ as a subtle change of behaviour under load.
 
 Replaced or patched, and where:
 - ``H2Connection._receive_goaway_frame`` and ``_prepare_for_sending`` (http2/endpoint.py,
-  GracefulH2Connection: GOAWAY without closing the state machine, python-hyper/h2#1181);
+  GracefulH2Connection: GOAWAY without closing the state machine, python-hyper/h2#1181),
+  and its ``open_outbound_streams``, which ``send_headers`` reads for its stream-limit check
+  and which walks ``_open_streams`` (the same class: an amortized count);
 - ``H2Connection.incoming_buffer`` with FrameBuffer's ``_preamble``, ``_preamble_len``,
   ``_validate_frame_length`` and ``_update_header_buffer`` (http2/framebuffer.py);
 - ``H2Connection._inbound_flow_control_window_manager``, a WindowManager whose
@@ -25,10 +27,13 @@ import inspect
 import h2.config
 import h2.connection
 import h2.events as ev
+import h2.exceptions
 import h2.frame_buffer
+import h2.settings
 import h2.windows
 import hyperframe.flags
 import hyperframe.frame
+import pytest
 
 from cwndproxy.http2.endpoint import GracefulH2Connection
 from cwndproxy.http2.framebuffer import ZeroCopyFrameBuffer
@@ -52,6 +57,8 @@ def test_the_connection_methods_we_override_exist_with_our_signatures() -> None:
     goaway = inspect.signature(conn._receive_goaway_frame)
     assert list(goaway.parameters) == ["self", "frame"]
     assert list(inspect.signature(conn._prepare_for_sending).parameters) == ["self", "frames"]
+    assert list(inspect.signature(conn._open_streams).parameters) == ["self", "remainder"]
+    assert "open_outbound_streams" in conn.send_headers.__code__.co_names
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     assert isinstance(client.incoming_buffer, h2.frame_buffer.FrameBuffer)
     assert isinstance(client._inbound_flow_control_window_manager, h2.windows.WindowManager)
@@ -135,3 +142,57 @@ def test_the_decoder_internals_we_rely_on_exist() -> None:
     assert "decoder" in inspect.getsource(h2.connection._decode_headers)
     for name in ("max_header_list_size", "max_allowed_table_size", "header_table_size"):
         assert hasattr(conn.decoder, name)
+
+
+def _connected_pair(max_streams: int) -> tuple[GracefulH2Connection, h2.connection.H2Connection]:
+    client = GracefulH2Connection(h2.config.H2Configuration(client_side=True))
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client.initiate_connection()
+    server.initiate_connection()
+    server.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams})
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    return client, server
+
+
+_REQUEST = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")]
+
+
+def test_the_amortized_stream_count_refuses_exactly_what_h2s_walk_refuses() -> None:
+    """open_outbound_streams may answer with an upper bound, never where it matters: a
+    stream beyond the peer's limit is refused, one within it is not, and the closed
+    streams h2 keeps stay bounded by the open ones."""
+    client, server = _connected_pair(max_streams=5)
+    opened: list[int] = []
+    for round_ in range(40):
+        while len(opened) < 5:
+            sid = client.get_next_available_stream_id()
+            client.send_headers(sid, _REQUEST, end_stream=True)
+            opened.append(sid)
+        assert client.count_open_outbound_streams() == 5
+        with pytest.raises(h2.exceptions.TooManyStreamsError):
+            client.send_headers(client.get_next_available_stream_id(), _REQUEST)
+        server.receive_data(client.data_to_send())
+        # The server answers some streams (they close), a different number each round.
+        for sid in opened[: 1 + round_ % 5]:
+            server.send_headers(sid, [(":status", "200")], end_stream=True)
+        client.receive_data(server.data_to_send())
+        opened = opened[1 + round_ % 5 :]
+        assert client.count_open_outbound_streams() == len(opened)
+        assert client.open_outbound_streams >= len(opened)
+        assert len(client.streams) <= 2 * 5 + 16
+
+
+def test_the_amortized_stream_count_prunes_closed_streams_when_the_peer_allows_many() -> None:
+    """With a large peer limit the bound is rarely walked: h2's table of streams must still
+    not grow with every request ever made."""
+    client, server = _connected_pair(max_streams=1000)
+    for _ in range(500):
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, _REQUEST, end_stream=True)
+        server.receive_data(client.data_to_send())
+        server.send_headers(sid, [(":status", "200")], end_stream=True)
+        client.receive_data(server.data_to_send())
+    assert len(client.streams) <= 16 + 1
+    assert client.count_open_outbound_streams() == 0

@@ -380,8 +380,8 @@ async def test_free_stream_slots_follow_h2s_own_count_through_every_ending() -> 
     peer.pump()
 
     def agree() -> None:
-        assert len(session.streams) == session.conn.open_outbound_streams
-        assert session.free_stream_slots == 10 - session.conn.open_outbound_streams
+        assert len(session.streams) == session.conn.count_open_outbound_streams()
+        assert session.free_stream_slots == 10 - session.conn.count_open_outbound_streams()
 
     done = await session.open_stream("GET", "/done", [], end_stream=True)
     upload = await session.open_stream("POST", "/upload", [], end_stream=False)
