@@ -11,8 +11,11 @@ here asserts a speed.
   Ratios are to the direct download and to HAProxy.
 - ``small``: many 1 KiB requests (small_requests.py): req/s and CPU per request over h2c and
   HTTP/1.1, and latency at a fixed rate, the proxy and HAProxy side by side.
+- ``floors``: what the layers of that request path cost alone (floors.py): the inbound
+  server with a trivial app, the upstream HTTP/2 client alone, and a lower bound for any
+  pure-Python HTTP/2 client.
 
-    python -m cwndproxy.lab.bench.loopback [--parts bulk,small] [--size-mib 256] [--rounds 5]
+    python -m cwndproxy.lab.bench.loopback [--parts bulk,small,floors] [--size-mib 256] [--rounds 5]
         [--chunks 8k,1m] [--loops asyncio,uvloop] [--requests 20000] [--rate 1000]
         [--out bench/results]
 """
@@ -34,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cwndproxy.lab.bench import small_requests
+from cwndproxy.lab.bench import floors, small_requests
 from cwndproxy.lab.haproxy import HaproxyServer
 from cwndproxy.lab.nginx import NginxServer
 from cwndproxy.lab.ports import free_port, wait_listening
@@ -283,7 +286,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--parts", default="bulk,small", help="bulk, small, or both")
+    parser.add_argument(
+        "--parts",
+        default="bulk,small,floors",
+        help="any of bulk, small (per-request cost), floors (its layers alone)",
+    )
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--chunks", default="8k,1m", help="nginx http2_chunk_size values")
@@ -371,6 +378,10 @@ def main() -> int:
                 small, rounds=args.rounds, requests=args.requests, rate=args.rate
             )
             results["small"] = small_requests.report(small, rounds=args.rounds, rate=args.rate)
+        if "floors" in parts:
+            results["floors"] = floors.run_floors(
+                tmp, certs, rounds=args.rounds, requests=args.requests
+            )
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -43,9 +43,13 @@ OBJECT_SIZE = 1024
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of ``pid`` so far, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as fh:
+def process_cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
+    """utime + stime of every thread of ``pid`` so far, from /proc/PID/stat; with
+    ``main_thread``, of its first thread alone (/proc/PID/task/PID/stat): the proxy's event
+    loop runs there, and its time per request bounds the rate (granian's threads run on
+    the other core)."""
+    path = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
+    with open(path) as fh:
         # The command name (field 2) may hold spaces: count fields after its ")".
         fields = fh.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
@@ -57,15 +61,19 @@ class LoadResult:
     succeeded: int
     failed: int
     cpu_us_per_request: float | None
+    # The main thread's share (the event loop), of single-process arms.
+    loop_us_per_request: float | None = None
 
 
 def h2load(url: str, args: list[str], *, pids: tuple[int, ...] = ()) -> LoadResult:
     """One h2load run; with ``pids``, those processes' CPU time per succeeded request."""
     before = sum(process_cpu_seconds(p) for p in pids)
+    loop_before = process_cpu_seconds(pids[0], main_thread=True) if len(pids) == 1 else 0.0
     out = subprocess.run(
         ["h2load", *args, url], capture_output=True, text=True, timeout=600, check=True
     ).stdout
     cpu = sum(process_cpu_seconds(p) for p in pids) - before if pids else None
+    loop = process_cpu_seconds(pids[0], main_thread=True) - loop_before if len(pids) == 1 else None
     rps = 0.0
     succeeded = failed = 0
     for line in out.splitlines():
@@ -76,7 +84,8 @@ def h2load(url: str, args: list[str], *, pids: tuple[int, ...] = ()) -> LoadResu
             succeeded = int(words[words.index("succeeded") - 1])
             failed = int(words[words.index("failed") - 1])
     per_request = cpu / succeeded * 1e6 if cpu is not None and succeeded else None
-    return LoadResult(rps, succeeded, failed, per_request)
+    loop_per_request = loop / succeeded * 1e6 if loop is not None and succeeded else None
+    return LoadResult(rps, succeeded, failed, per_request, loop_per_request)
 
 
 def latency_ms(url: str, *, rate: int, requests: int, clients: int = 10) -> tuple[float, float]:
@@ -219,6 +228,7 @@ def run_rounds(arms: list[SmallArm], *, rounds: int, requests: int, rate: int) -
                 result = h2load(arm.url, args, pids=arm.pids)
                 arm.add(f"{proto}_rps", result.rps)
                 arm.add(f"{proto}_cpu_us", result.cpu_us_per_request)
+                arm.add(f"{proto}_loop_us", result.loop_us_per_request)
                 arm.add(f"{proto}_failed", result.failed)
         for arm in arms:
             p50, p99 = latency_ms(arm.url, rate=rate, requests=max(rate, requests // 2))
@@ -284,6 +294,9 @@ def report(arms: list[SmallArm], *, rounds: int, rate: int) -> dict[str, Any]:
             f"{fmt(arm.median('p50_ms'), '7.2f')} {fmt(arm.median('p99_ms'), '7.2f')} "
             f"{ratio(arm, 'p99_ms'):>9s}"
         )
+        loop_h2c, loop_h1 = arm.median("h2c_loop_us"), arm.median("h1_loop_us")
+        if loop_h2c is not None and loop_h1 is not None and arm.name != "haproxy":
+            print(f"    of that, main thread (event loop): {loop_h2c:.0f} / {loop_h1:.0f} us")
         failed = sum(arm.samples.get("h2c_failed", [])) + sum(arm.samples.get("h1_failed", []))
         if failed:
             print(f"    ({failed} requests failed in its runs)")

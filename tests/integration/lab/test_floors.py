@@ -1,0 +1,52 @@
+"""The per-request floors (lab/bench/floors.py) measure real, complete requests: every
+floor's client gets its 1 KiB with status 200 from a real nginx over TLS h2, and a floor
+whose requests fail raises instead of reporting a cost per request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cwndproxy.lab.bench import floors
+from cwndproxy.lab.nginx import NginxServer
+from cwndproxy.lab.ports import free_port
+from tests.conftest import Certs, require_tool
+
+
+@pytest.fixture
+def origin(tmp_path: Path, certs: Certs) -> NginxServer:
+    require_tool("nginx")
+    server = NginxServer(
+        tmp_path / "nginx",
+        tls_port=free_port(),
+        cert_file=certs.cert_file,
+        key_file=certs.key_file,
+        keepalive_requests=100_000,
+    )
+    server.add_blob("small.bin", floors.OBJECT_SIZE)
+    return server
+
+
+@pytest.mark.parametrize("name", ["client-h2", "client-lean"])
+async def test_client_floors_count_only_complete_answers(
+    origin: NginxServer, certs: Certs, name: str
+) -> None:
+    with origin:
+        assert origin.tls_port is not None
+        result = await floors._one(name, origin.tls_port, certs.ca_file, 300)
+    assert result["requests"] == 300
+    assert result["cpu_us"] > 0
+
+
+async def test_a_floor_whose_requests_fail_raises(origin: NginxServer, certs: Certs) -> None:
+    origin.add_blob("small.bin", floors.OBJECT_SIZE + 1)  # every answer the wrong size
+    with origin, pytest.raises(RuntimeError, match="requests failed"):
+        assert origin.tls_port is not None
+        await floors._one("client-lean", origin.tls_port, certs.ca_file, 300)
+
+
+async def test_the_front_end_floor_serves_what_h2load_asks() -> None:
+    require_tool("h2load")
+    result = await floors._front("asgi", 300)
+    assert result["requests"] == 300
