@@ -35,8 +35,8 @@ async def test_client_floors_count_only_complete_answers(
     with origin:
         assert origin.tls_port is not None
         result = await floors._one(name, origin.tls_port, certs.ca_file, 300)
+    # (Its cpu_us is not checked: /proc counts 10 ms ticks, more than 300 requests take.)
     assert result["requests"] == 300
-    assert result["cpu_us"] > 0
 
 
 async def test_a_floor_whose_requests_fail_raises(origin: NginxServer, certs: Certs) -> None:
