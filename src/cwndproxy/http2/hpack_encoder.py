@@ -102,6 +102,14 @@ class StatelessEncoder:
             self._size_update_due = False
         plain, never = self._plain, self._never
         for header in headers:
+            if type(header) is tuple:
+                # The common case, a plain pair of bytes seen before: the pair itself is
+                # the key (a NeverIndexedHeaderTuple is a tuple subclass and hashes the
+                # same, so it never takes this path; a pair of str is never a key).
+                encoded = plain.get(header)
+                if encoded is not None:
+                    parts.append(encoded)
+                    continue
             name, value = header[0], header[1]
             if isinstance(name, str):
                 name = name.encode("utf-8")

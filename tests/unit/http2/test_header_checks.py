@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import h2.exceptions
 import h2.utilities
+import hpack
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -195,3 +196,34 @@ def test_received_response_blocks_take_the_fast_path_in_h2() -> None:
     finally:
         header_checks._plain_response = original
     assert calls[0] is True, "a plain response block reached the fast path"
+
+
+_any_field = st.tuples(st.binary(max_size=6), st.binary(max_size=6)) | st.tuples(
+    st.text(max_size=4), st.text(max_size=4)
+)
+
+
+@given(
+    st.lists(
+        _any_field
+        | _any_field.map(lambda f: hpack.NeverIndexedHeaderTuple(*f))
+        | _any_field.map(lambda f: hpack.HeaderTuple(*f)),
+        max_size=6,
+    )
+)
+def test_the_bytes_headers_fast_path_returns_what_h2s_utf8_step_returns(
+    headers: list[tuple[bytes | str, bytes | str]],
+) -> None:
+    import h2.stream
+
+    ours = h2.stream.utf8_encode_headers(headers)  # type: ignore[attr-defined]
+    theirs = h2.utilities.utf8_encode_headers(headers)
+    assert list(ours) == theirs
+    assert [type(h) for h in ours] == [type(h) for h in theirs]
+
+
+def test_a_bytes_block_passes_the_utf8_step_as_it_is() -> None:
+    import h2.stream
+
+    assert h2.stream.utf8_encode_headers is not h2.utilities.utf8_encode_headers  # type: ignore[attr-defined]
+    assert h2.stream.utf8_encode_headers(GET) is GET  # type: ignore[attr-defined]

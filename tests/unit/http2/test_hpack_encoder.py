@@ -58,3 +58,21 @@ def test_the_cache_is_bounded() -> None:
     for i in range(CACHE_SIZE + 10):
         encoder.encode([(b"x-id", str(i).encode())])
     assert len(encoder._plain) <= CACHE_SIZE
+
+
+def test_the_same_field_keeps_its_own_encoding_as_plain_never_indexed_and_str() -> None:
+    """The plain-pair cache is keyed by the pair itself, and a NeverIndexedHeaderTuple
+    hashes as the plain pair does: each form must still come out as its own."""
+    encoder, decoder = StatelessEncoder(), hpack.Decoder()
+    plain = (b"authorization", b"secret")
+    for _ in range(2):  # the second time from the caches
+        block = encoder.encode(
+            [plain, hpack.NeverIndexedHeaderTuple(*plain), ("authorization", "secret")]
+        )
+        decoded = list(decoder.decode(block, raw=True))
+        assert decoded == [plain, plain, plain]
+        assert [type(h) for h in decoded] == [
+            hpack.HeaderTuple,
+            hpack.NeverIndexedHeaderTuple,
+            hpack.HeaderTuple,
+        ]
