@@ -61,6 +61,7 @@ def session_settings(config: Config) -> SessionSettings:
             and p.burst_limit_bdp > 0
             and p.warm_up_direction in ("download", "both")
         ),
+        codec=p.http2_codec,
     )
 
 

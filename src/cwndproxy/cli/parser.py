@@ -7,6 +7,7 @@ import argparse
 from cwndproxy import __version__
 from cwndproxy.config import (
     DIRECTIONS,
+    HTTP2_CODECS,
     LOG_FORMATS,
     STRATEGIES,
     WARM_UP_TARGETS,
@@ -124,6 +125,12 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         "--access-log",
         metavar="-|FILE",
         help="one line per client request to standard output (-) or FILE (default: off)",
+    )
+    g.add_argument(
+        "--http2-codec",
+        choices=HTTP2_CODECS,
+        help="upstream HTTP/2 client: h2 (default) or lean (experimental, about half the "
+        "client's CPU per small request; pool.http2_codec)",
     )
     g.add_argument(
         "--loop",
@@ -288,6 +295,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("access_log", s, "access_log"),
         ("inbound_server", s, "inbound_server"),
         ("reuse_port", s, "reuse_port"),
+        ("http2_codec", p, "http2_codec"),
     ):
         value = getattr(args, flag)
         if value is not None:

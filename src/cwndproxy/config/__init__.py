@@ -6,6 +6,7 @@ The settings are the package's face, so callers write ``from cwndproxy.config im
 from cwndproxy.config.settings import (
     DIRECTIONS,
     DOWNLOAD_METHODS,
+    HTTP2_CODECS,
     LOG_FORMATS,
     STRATEGIES,
     UPLOAD_METHODS,
@@ -27,6 +28,7 @@ from cwndproxy.config.settings import (
 __all__ = [
     "DIRECTIONS",
     "DOWNLOAD_METHODS",
+    "HTTP2_CODECS",
     "LOG_FORMATS",
     "STRATEGIES",
     "UPLOAD_METHODS",

@@ -27,6 +27,7 @@ DOWNLOAD_METHODS = ("GET",)
 STRATEGIES = ("auto", "burst", "ping", "off")
 WARM_UP_TARGETS = ("auto", "path", "share")
 LOG_FORMATS = ("human", "json")
+HTTP2_CODECS = ("h2", "lean")
 
 
 class ConfigError(Exception):
@@ -91,6 +92,8 @@ class PoolConfig:
     connection_window_bytes: int = 64 * 1024 * 1024
     # SETTINGS_MAX_FRAME_SIZE we announce; 0 = auto (effective_max_frame_size).
     max_frame_size: int = 0
+    # The upstream HTTP/2 client codec: "h2" (the library) or "lean" (experimental).
+    http2_codec: str = "h2"
     reconnect_min_ms: int = 100
     reconnect_max_ms: int = 10000
     # Streams the upstream serves per connection before its GOAWAY (nginx: http2 or
@@ -445,6 +448,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("pool.connection_window_bytes must be 65535 .. 2147483647")
     if p.max_frame_size != 0 and not 16384 <= p.max_frame_size <= 2**24 - 1:
         raise ConfigError("pool.max_frame_size must be 0 (auto) or 16384 .. 16777215")
+    if p.http2_codec not in HTTP2_CODECS:
+        raise ConfigError(f"pool.http2_codec must be one of {', '.join(HTTP2_CODECS)}")
     _positive("pool.reconnect_min_ms", p.reconnect_min_ms)
     if p.reconnect_max_ms < p.reconnect_min_ms:
         raise ConfigError("pool.reconnect_max_ms must be >= pool.reconnect_min_ms")

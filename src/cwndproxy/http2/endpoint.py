@@ -125,9 +125,14 @@ class H2Endpoint:
         connection_window: int,
         max_frame_size: int,
         max_concurrent_streams: int | None = None,
+        connection: Any = None,
     ) -> None:
-        self.conn = GracefulH2Connection(config=config)
-        self.conn.incoming_buffer = ZeroCopyFrameBuffer(server=not config.client_side)
+        # h2's connection (our graceful subclass), or one with the part of its interface
+        # used here and by the session: the lean client (http2/lean_client.py).
+        if connection is None:
+            connection = GracefulH2Connection(config=config)
+            connection.incoming_buffer = ZeroCopyFrameBuffer(server=not config.client_side)
+        self.conn: GracefulH2Connection = connection
         self.link: Link | None = None
         self._closing = False
         self._stream_window = stream_window

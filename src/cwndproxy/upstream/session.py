@@ -25,6 +25,7 @@ from cwndproxy.deadlines import deadlines
 from cwndproxy.http2.endpoint import FlowControlAborted, H2Endpoint
 from cwndproxy.http2.hpack_decoder import CachingDecoder
 from cwndproxy.http2.hpack_encoder import StatelessEncoder
+from cwndproxy.http2.lean_client import LeanClientConnection
 from cwndproxy.upstream.counters import TrafficCounters, TrafficKind
 from cwndproxy.upstream.credit import InboundCredit
 from cwndproxy.upstream.tcpinfo import SocketLike
@@ -73,6 +74,9 @@ class SessionSettings:
     # Meter the connection window (upstream/credit.py) so that the upstream's first flight
     # after idle is bounded by ``limit_burst``; connection_window is then unused.
     metered_window: bool = False
+    # The HTTP/2 client codec: "h2" (the library), or "lean" (http2/lean_client.py,
+    # experimental: fewer Python steps per frame).
+    codec: str = "h2"
 
 
 @dataclass
@@ -254,6 +258,7 @@ class H2Session(H2Endpoint):
             max_frame_size=self.settings.max_frame_size,
             # A client should not be pushed to; this also keeps streams ours alone.
             max_concurrent_streams=None,
+            connection=LeanClientConnection(config) if self.settings.codec == "lean" else None,
         )
         # Request headers without HPACK's dynamic table, their encodings cached
         # (http2/hpack_encoder.py: the per-request cost, and what it costs in bytes).

@@ -84,7 +84,20 @@ class Peer:
             self.conn.send_headers(stream_id, trailers, end_stream=True)
 
 
+# The client codec under test: every test here runs with each (the ``codec`` fixture).
+CODECS = ("h2", "lean")
+_codec = ["h2"]
+
+
+@pytest.fixture(autouse=True, params=CODECS)
+def codec(request: pytest.FixtureRequest) -> str:
+    _codec[0] = request.param
+    return str(request.param)
+
+
 def make_session(settings: SessionSettings | None = None) -> tuple[H2Session, Wire]:
+    settings = settings or SessionSettings()
+    settings.codec = _codec[0]
     session = H2Session(
         authority="origin.test", scheme="https", settings=settings, rtt_probe_interval=0
     )
