@@ -16,8 +16,8 @@ here asserts a speed.
   pure-Python HTTP/2 client.
 
     python -m cwndproxy.lab.bench.loopback [--parts bulk,small,floors] [--size-mib 256] [--rounds 5]
-        [--chunks 8k,1m] [--loops asyncio,uvloop] [--requests 20000] [--rate 1000]
-        [--out bench/results]
+        [--chunks 8k,1m] [--loops asyncio,uvloop] [--codecs h2,lean] [--requests 20000]
+        [--rate 1000] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -163,6 +163,18 @@ def curl_rate(url: str, *extra: str) -> float:
     return size / MiB / seconds
 
 
+def proxy_variants(loops: list[str], codecs: list[str]) -> list[tuple[str, list[str]]]:
+    """The proxy arms: (name, extra arguments) for each event loop with the default HTTP/2
+    codec, then each other codec on the first loop."""
+    variants = [(f"proxy {loop}", ["--loop", loop]) for loop in loops]
+    for codec in codecs:
+        if codec != "h2":
+            variants.append(
+                (f"proxy {loops[0]} {codec}", ["--loop", loops[0], "--http2-codec", codec])
+            )
+    return variants
+
+
 def bulk_arms(
     tmp: Path,
     stack: contextlib.ExitStack,
@@ -172,6 +184,7 @@ def bulk_arms(
     chunks: list[str],
     loops: list[str],
     dashboard_arm: bool,
+    codecs: list[str] | None = None,
 ) -> list[Arm]:
     ca, cert, key = certs
     blob = tmp / "blob.bin"
@@ -213,13 +226,11 @@ def bulk_arms(
         arms.append(
             Arm("haproxy", group_tls, f"https://localhost:{haproxy.tls_port}/blob.bin", tls)
         )
-        for loop in loops:
+        for name, variant in proxy_variants(loops, codecs or ["h2"]):
             proxy = stack.enter_context(
-                proxy_process(["--upstream", f"http://127.0.0.1:{nginx.h2c_port}", "--loop", loop])
+                proxy_process(["--upstream", f"http://127.0.0.1:{nginx.h2c_port}", *variant])
             )
-            arms.append(
-                Arm(f"proxy {loop}", group_h2c, f"http://127.0.0.1:{proxy.port}/blob.bin", h2c)
-            )
+            arms.append(Arm(name, group_h2c, f"http://127.0.0.1:{proxy.port}/blob.bin", h2c))
             proxy = stack.enter_context(
                 proxy_process(
                     [
@@ -228,14 +239,11 @@ def bulk_arms(
                         cert,
                         "--inbound-tls-key",
                         key,
-                        "--loop",
-                        loop,
+                        *variant,
                     ]
                 )
             )
-            arms.append(
-                Arm(f"proxy {loop}", group_tls, f"https://localhost:{proxy.port}/blob.bin", tls)
-            )
+            arms.append(Arm(name, group_tls, f"https://localhost:{proxy.port}/blob.bin", tls))
         if dashboard_arm:
             proxy = stack.enter_context(
                 proxy_process(["--upstream", f"http://127.0.0.1:{nginx.h2c_port}"], dashboard=True)
@@ -296,6 +304,11 @@ def main() -> int:
     parser.add_argument("--chunks", default="8k,1m", help="nginx http2_chunk_size values")
     parser.add_argument("--loops", default="asyncio,uvloop", help="proxy event loops")
     parser.add_argument(
+        "--codecs",
+        default="h2,lean",
+        help="upstream HTTP/2 codecs (pool.http2_codec); others than h2 run on the first loop",
+    )
+    parser.add_argument(
         "--dashboard-arm",
         action="store_true",
         help="add an h2c arm whose proxy renders the live dashboard",
@@ -346,6 +359,7 @@ def main() -> int:
                 chunks=args.chunks.split(","),
                 loops=loops,
                 dashboard_arm=args.dashboard_arm,
+                codecs=args.codecs.split(","),
             )
             time.sleep(1.0)  # let the pools connect
             for arm in arms:
@@ -362,6 +376,7 @@ def main() -> int:
                     loops,
                     proxy_process,
                     processes=args.processes,
+                    codecs=args.codecs.split(","),
                     baselines=dict(
                         pair.split("=", 1) for pair in args.baseline_src.split(",") if pair
                     ),

@@ -156,6 +156,7 @@ def small_arms(
     *,
     processes: int = 1,
     baselines: dict[str, str] | None = None,
+    codecs: list[str] | None = None,
 ) -> Iterator[list[SmallArm]]:
     """The origin, HAProxy and one proxy per event loop, and with ``processes`` > 1 that
     many proxies sharing one port (``--reuse-port``, one pooled connection each), and with
@@ -188,6 +189,16 @@ def small_arms(
             arms.append(
                 SmallArm(
                     f"cwnd-proxy {loop}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
+                )
+            )
+        for codec in codecs or []:
+            if codec == "h2":
+                continue
+            variant = ["--loop", loops[0], "--http2-codec", codec]
+            proxy = stack.enter_context(proxy_process([*upstream, *variant]))
+            arms.append(
+                SmallArm(
+                    f"cwnd-proxy {codec}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
                 )
             )
         for name, source in (baselines or {}).items():
