@@ -28,7 +28,7 @@ def origin(tmp_path: Path, certs: Certs) -> NginxServer:
     return server
 
 
-@pytest.mark.parametrize("name", ["client-h2", "client-lean"])
+@pytest.mark.parametrize("name", ["session-h2", "session-lean", "bound"])
 async def test_client_floors_count_only_complete_answers(
     origin: NginxServer, certs: Certs, name: str
 ) -> None:
@@ -43,7 +43,7 @@ async def test_a_floor_whose_requests_fail_raises(origin: NginxServer, certs: Ce
     origin.add_blob("small.bin", floors.OBJECT_SIZE + 1)  # every answer the wrong size
     with origin, pytest.raises(RuntimeError, match="requests failed"):
         assert origin.tls_port is not None
-        await floors._one("client-lean", origin.tls_port, certs.ca_file, 300)
+        await floors._one("bound", origin.tls_port, certs.ca_file, 300)
 
 
 async def test_the_front_end_floor_serves_what_h2load_asks() -> None:

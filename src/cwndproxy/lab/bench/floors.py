@@ -7,9 +7,10 @@ the same kind of nginx origin (1 KiB over TLS h2), rounds interleaved:
 - ``front-asgi``: granian, as the proxy runs it (ASGI), with an app that answers 1 KiB
   itself: the cost of the inbound side alone. h2load over h2c, ``-c 10 -m 10``.
 - ``front-rsgi``: the same app on granian's RSGI interface.
-- ``client-h2``: the upstream side alone: one ``H2Session`` (h2, TLS) to the origin,
-  100 requests in flight, no inbound side.
-- ``client-lean``: a hand-written HTTP/2 GET loop over the same asyncio TLS transport:
+- ``session-h2``: the upstream side alone: one ``H2Session`` (h2 codec, TLS) to the
+  origin, 100 requests in flight, no inbound side.
+- ``session-lean``: the same with the lean codec (``pool.http2_codec = "lean"``).
+- ``bound``: a hand-written HTTP/2 GET loop over the same asyncio TLS transport:
   struct-parsed frames, one cached HPACK request block, the response's ``:status`` read
   from its first byte, batched WINDOW_UPDATEs. It validates nothing and handles no error:
   **not a client**, a lower bound for any pure-Python HTTP/2 client on this event loop.
@@ -37,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-FLOORS = ("front-asgi", "front-rsgi", "client-h2", "client-lean")
+FLOORS = ("front-asgi", "front-rsgi", "session-h2", "session-lean", "bound")
 OBJECT = "/small.bin"
 OBJECT_SIZE = 1024
 IN_FLIGHT = 100
@@ -144,13 +145,15 @@ async def _drive(request: Callable[[], Awaitable[bool]], requests: int) -> dict[
     return {"cpu_us": cpu / good * 1e6, "requests": good}
 
 
-async def _client_h2(port: int, ca: str, requests: int) -> dict[str, float]:
+async def _session(codec: str, port: int, ca: str, requests: int) -> dict[str, float]:
     from cwndproxy.http2 import perf
     from cwndproxy.upstream.dial import UpstreamTarget, dial
+    from cwndproxy.upstream.session import SessionSettings
 
     perf.apply()  # as the proxy runs
     session = await dial(
-        UpstreamTarget("127.0.0.1", port, True, server_name="localhost", ca_file=ca)
+        UpstreamTarget("127.0.0.1", port, True, server_name="localhost", ca_file=ca),
+        settings=SessionSettings(codec=codec),
     )
 
     async def request() -> bool:
@@ -246,7 +249,7 @@ class _LeanGets(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
 
-async def _client_lean(port: int, ca: str, requests: int) -> dict[str, float]:
+async def _bound(port: int, ca: str, requests: int) -> dict[str, float]:
     import hpack
 
     block = hpack.Encoder().encode(
@@ -274,10 +277,12 @@ async def _one(name: str, port: int, ca: str, requests: int) -> dict[str, float]
         return await _front("asgi", requests)
     if name == "front-rsgi":
         return await _front("rsgi", requests)
-    if name == "client-h2":
-        return await _client_h2(port, ca, requests)
-    if name == "client-lean":
-        return await _client_lean(port, ca, requests)
+    if name == "session-h2":
+        return await _session("h2", port, ca, requests)
+    if name == "session-lean":
+        return await _session("lean", port, ca, requests)
+    if name == "bound":
+        return await _bound(port, ca, requests)
     raise ValueError(f"unknown floor {name!r}")
 
 
