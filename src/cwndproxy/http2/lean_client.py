@@ -333,6 +333,10 @@ class LeanClientConnection:
         """The events for ``data``. A connection error queues GOAWAY with its code and
         raises (h2's ProtocolError family), as h2 does."""
         events: list[ev.Event] = []
+        if type(data) is not bytes:
+            # Payloads are slices of what arrives: of a view or a reusable buffer they
+            # would change under the session's feet.
+            data = bytes(data)
         try:
             self._receive(data, events)
         except h2x.ProtocolError as exc:
