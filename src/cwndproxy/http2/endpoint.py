@@ -23,6 +23,7 @@ import h2.events as ev
 import h2.exceptions
 import h2.settings
 import hyperframe.frame
+from h2.errors import _error_code_from_int
 
 from cwndproxy.http2.framebuffer import ZeroCopyFrameBuffer
 
@@ -90,10 +91,7 @@ class GracefulH2Connection(h2.connection.H2Connection):
     ) -> tuple[list[hyperframe.frame.Frame], list[ev.Event]]:
         self.goaway_received = True
         event = ev.ConnectionTerminated()
-        try:
-            event.error_code = h2.errors.ErrorCodes(frame.error_code)
-        except ValueError:
-            event.error_code = frame.error_code
+        event.error_code = _error_code_from_int(frame.error_code)
         event.last_stream_id = frame.last_stream_id
         event.additional_data = frame.additional_data or None
         return [], [event]

@@ -9,7 +9,8 @@ creates events for every frame; this module parses frames with ``struct`` and ke
 stream's state in a few fields.
 
 What stays h2's, by reuse, not copy: the events (h2.events, so the session handles both
-codecs alike), the errors (h2.exceptions, with their HTTP/2 error codes), settings
+codecs alike), the errors (h2.exceptions, with their HTTP/2 error codes, and h2.errors'
+mapping of a received code to ErrorCodes), settings
 (h2.settings: validation, acknowledgement), inbound flow-control windows
 (h2.windows.WindowManager, which the metered credit subclasses), header normalization
 and validation (h2's functions, with the fast paths of http2/header_checks.py) and header
@@ -43,7 +44,9 @@ import h2.settings
 import h2.stream
 import h2.utilities
 import h2.windows
+import hpack
 from h2.connection import _decode_headers
+from h2.errors import _error_code_from_int
 
 ErrorCodes = h2.errors.ErrorCodes
 SettingCodes = h2.settings.SettingCodes
@@ -101,8 +104,6 @@ class LeanClientConnection:
         if not config.client_side:
             raise ValueError("LeanClientConnection is a client only")
         self.config = config
-        import hpack
-
         self.encoder: Any = hpack.Encoder()
         self.decoder: Any = hpack.Decoder()
         self.local_settings = h2.settings.Settings(client=True)
@@ -118,7 +119,6 @@ class LeanClientConnection:
         self.highest_outbound_stream_id = 0
         self.goaway_last_stream_id: int | None = None
         self.goaway_received = False
-        self.incoming_buffer: Any = None  # h2's name; unused here (H2Endpoint sets it)
         self._out: list[bytes | memoryview] = []
         # The start of a frame that has not fully arrived: its pieces, their size, and how
         # many bytes complete what is known of it (its header, or header and payload).
@@ -513,7 +513,7 @@ class LeanClientConnection:
         if stream_id not in self.streams:
             return  # closed already, or never opened: nothing to do (as h2)
         self._forget(stream_id, reset=True)
-        code = _error_code(_UINT32.unpack(payload)[0])
+        code = _error_code_from_int(_UINT32.unpack(payload)[0])
         events.append(ev.StreamReset(stream_id=stream_id, error_code=code, remote_reset=True))
 
     def _on_settings(
@@ -591,7 +591,7 @@ class LeanClientConnection:
         last, code = _GOAWAY.unpack_from(payload)
         self.goaway_received = True
         event = ev.ConnectionTerminated()
-        event.error_code = _error_code(code)
+        event.error_code = _error_code_from_int(code)
         event.last_stream_id = last & 0x7FFFFFFF
         event.additional_data = payload[8:] or None
         events.append(event)
@@ -660,13 +660,6 @@ def _unpad(flags: int, payload: bytes) -> bytes:
     if pad >= len(payload):
         raise h2x.ProtocolError("Padding is too long.")
     return payload[1 : len(payload) - pad]
-
-
-def _error_code(code: int) -> Any:
-    try:
-        return ErrorCodes(code)
-    except ValueError:
-        return code
 
 
 def _initialize_content_length(stream: _Stream, headers: Any) -> None:

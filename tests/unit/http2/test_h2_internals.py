@@ -16,7 +16,8 @@ Replaced or patched, and where:
   ``validate_headers`` at each call) and hpack's ``hpack.decode_huffman`` (http2/perf.py);
 - ``H2Connection.encoder``, which h2 uses through ``encode()`` and ``header_table_size``
   (http2/hpack_encoder.py), and ``H2Connection.decoder``, whose hpack ``HeaderTable``
-  (``add``, the ``maxsize`` property) http2/hpack_decoder.py subclasses.
+  (``add``, the ``maxsize`` property) http2/hpack_decoder.py subclasses;
+- ``h2.errors._error_code_from_int`` (GracefulH2Connection and http2/lean_client.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import inspect
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events as ev
 import h2.exceptions
 import h2.frame_buffer
@@ -131,6 +133,13 @@ def test_the_per_request_patch_points_exist() -> None:
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     assert hasattr(conn.encoder, "header_table_size") and callable(conn.encoder.encode)
     assert "encoder" in inspect.signature(h2.stream.H2Stream._build_headers_frames).parameters
+
+
+def test_the_error_code_mapping_we_use_exists() -> None:
+    """h2.errors._error_code_from_int, which GracefulH2Connection's GOAWAY and the lean
+    client's RST_STREAM and GOAWAY use: a known code as ErrorCodes, any other as it came."""
+    assert h2.errors._error_code_from_int(7) is h2.errors.ErrorCodes.REFUSED_STREAM
+    assert h2.errors._error_code_from_int(0xABCD) == 0xABCD
 
 
 def test_the_decoder_internals_we_rely_on_exist() -> None:
