@@ -9,23 +9,15 @@ from pathlib import Path
 import pytest
 
 from cwndproxy.lab.bench import floors
+from cwndproxy.lab.bench.small_requests import OBJECT_SIZE, small_origin
 from cwndproxy.lab.nginx import NginxServer
-from cwndproxy.lab.ports import free_port
 from tests.conftest import Certs, require_tool
 
 
 @pytest.fixture
 def origin(tmp_path: Path, certs: Certs) -> NginxServer:
     require_tool("nginx")
-    server = NginxServer(
-        tmp_path / "nginx",
-        tls_port=free_port(),
-        cert_file=certs.cert_file,
-        key_file=certs.key_file,
-        keepalive_requests=100_000,
-    )
-    server.add_blob("small.bin", floors.OBJECT_SIZE)
-    return server
+    return small_origin(tmp_path / "nginx", (certs.ca_file, certs.cert_file, certs.key_file))
 
 
 @pytest.mark.parametrize("name", ["session-h2", "session-lean", "bound"])
@@ -40,7 +32,7 @@ async def test_client_floors_count_only_complete_answers(
 
 
 async def test_a_floor_whose_requests_fail_raises(origin: NginxServer, certs: Certs) -> None:
-    origin.add_blob("small.bin", floors.OBJECT_SIZE + 1)  # every answer the wrong size
+    origin.add_blob("small.bin", OBJECT_SIZE + 1)  # every answer the wrong size
     with origin, pytest.raises(RuntimeError, match="requests failed"):
         assert origin.tls_port is not None
         await floors._one("bound", origin.tls_port, certs.ca_file, 300)

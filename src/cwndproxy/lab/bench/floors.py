@@ -38,16 +38,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from cwndproxy.lab.bench.small_requests import (
+    OBJECT_PATH,
+    OBJECT_SIZE,
+    h2load,
+    process_cpu_seconds,
+    small_origin,
+)
+
 FLOORS = ("front-asgi", "front-rsgi", "session-h2", "session-lean", "bound")
-OBJECT = "/small.bin"
-OBJECT_SIZE = 1024
+# The small-requests part's object: 1 KiB at /small.bin.
+OBJECT = OBJECT_PATH
 IN_FLIGHT = 100
-
-
-def _cpu_seconds() -> float:
-    with open("/proc/self/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the inbound side alone ------------------------------------------------------------
@@ -96,28 +98,18 @@ async def _front(interface: str, requests: int) -> dict[str, float]:
     task = asyncio.get_running_loop().create_task(server.serve())
     await wait_listening_async(port)
     url = f"http://127.0.0.1:{port}{OBJECT}"
+    load = ["-c", "10", "-m", "10", "-n"]
     try:
-        await _h2load(url, 2000)  # warm
-        before = _cpu_seconds()
-        done = await _h2load(url, requests)
-        cpu = _cpu_seconds() - before
+        # In a thread: this event loop serves the requests meanwhile.
+        await asyncio.to_thread(h2load, url, [*load, "2000"])  # warm
+        result = await asyncio.to_thread(h2load, url, [*load, str(requests)], pids=(os.getpid(),))
     finally:
         server.stop()  # type: ignore[no-untyped-call]
         with contextlib.suppress(Exception):
             await task
-    return {"cpu_us": cpu / max(1, done) * 1e6, "requests": done}
-
-
-async def _h2load(url: str, requests: int) -> int:
-    proc = await asyncio.create_subprocess_exec(
-        "h2load", "-n", str(requests), "-c", "10", "-m", "10", url, stdout=subprocess.PIPE
-    )
-    out, _ = await proc.communicate()
-    for line in out.decode().splitlines():
-        if line.startswith("requests:"):
-            words = line.replace(",", "").split()
-            return int(words[words.index("succeeded") - 1])
-    raise RuntimeError(f"h2load printed no result for {url}")
+    if result.cpu_us_per_request is None:
+        raise RuntimeError(f"no request to {url} succeeded")
+    return {"cpu_us": result.cpu_us_per_request, "requests": result.succeeded}
 
 
 # -- the upstream side alone -------------------------------------------------------------
@@ -137,9 +129,9 @@ async def _drive(request: Callable[[], Awaitable[bool]], requests: int) -> dict[
     await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
     good = 0
     left = requests
-    before = _cpu_seconds()
+    before = process_cpu_seconds(os.getpid())
     await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
-    cpu = _cpu_seconds() - before
+    cpu = process_cpu_seconds(os.getpid()) - before
     if good < requests:
         raise RuntimeError(f"{requests - good} of {requests} requests failed")
     return {"cpu_us": cpu / good * 1e6, "requests": good}
@@ -290,20 +282,9 @@ async def _one(name: str, port: int, ca: str, requests: int) -> dict[str, float]
 def run_floors(
     tmp: Path, certs: tuple[str, str, str], *, rounds: int, requests: int
 ) -> dict[str, Any]:
-    from cwndproxy.lab.nginx import NginxServer
-    from cwndproxy.lab.ports import free_port
-
-    ca, cert, key = certs
+    ca = certs[0]
     samples: dict[str, list[float]] = {name: [] for name in FLOORS}
-    nginx = NginxServer(
-        tmp / "nginx-floors",
-        tls_port=free_port(),
-        cert_file=cert,
-        key_file=key,
-        keepalive_requests=1_000_000,
-    )
-    nginx.add_blob(OBJECT.lstrip("/"), OBJECT_SIZE)
-    with nginx:
+    with small_origin(tmp / "nginx-floors", certs, keepalive_requests=1_000_000) as nginx:
         for _ in range(rounds):
             for name in FLOORS:
                 argv = [sys.executable, "-m", "cwndproxy.lab.bench.floors", "--one", name]

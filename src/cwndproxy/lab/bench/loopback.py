@@ -163,18 +163,6 @@ def curl_rate(url: str, *extra: str) -> float:
     return size / MiB / seconds
 
 
-def proxy_variants(loops: list[str], codecs: list[str]) -> list[tuple[str, list[str]]]:
-    """The proxy arms: (name, extra arguments) for each event loop with the default HTTP/2
-    codec, then each other codec on the first loop."""
-    variants = [(f"proxy {loop}", ["--loop", loop]) for loop in loops]
-    for codec in codecs:
-        if codec != "h2":
-            variants.append(
-                (f"proxy {loops[0]} {codec}", ["--loop", loops[0], "--http2-codec", codec])
-            )
-    return variants
-
-
 def bulk_arms(
     tmp: Path,
     stack: contextlib.ExitStack,
@@ -226,7 +214,7 @@ def bulk_arms(
         arms.append(
             Arm("haproxy", group_tls, f"https://localhost:{haproxy.tls_port}/blob.bin", tls)
         )
-        for name, variant in proxy_variants(loops, codecs or ["h2"]):
+        for name, variant in small_requests.proxy_variants(loops, codecs or ["h2"]):
             proxy = stack.enter_context(
                 proxy_process(["--upstream", f"http://127.0.0.1:{nginx.h2c_port}", *variant])
             )

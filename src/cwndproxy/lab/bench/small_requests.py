@@ -40,6 +40,7 @@ from cwndproxy.lab.nginx import NginxServer
 from cwndproxy.lab.ports import free_port
 
 OBJECT_SIZE = 1024
+OBJECT_PATH = "/small.bin"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -118,6 +119,34 @@ def latency_ms(url: str, *, rate: int, requests: int, clients: int = 10) -> tupl
     return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
+def small_origin(
+    directory: Path, certs: tuple[str, str, str], *, keepalive_requests: int = 100_000
+) -> NginxServer:
+    """nginx serving OBJECT_SIZE bytes at OBJECT_PATH over TLS h2, not started yet."""
+    _, cert, key = certs
+    nginx = NginxServer(
+        directory,
+        tls_port=free_port(),
+        cert_file=cert,
+        key_file=key,
+        keepalive_requests=keepalive_requests,
+    )
+    nginx.add_blob(OBJECT_PATH.lstrip("/"), OBJECT_SIZE)
+    return nginx
+
+
+def proxy_variants(loops: list[str], codecs: list[str]) -> list[tuple[str, list[str]]]:
+    """The proxy arms: (name, extra arguments) for each event loop with the default HTTP/2
+    codec, then each other codec on the first loop."""
+    variants = [(f"proxy {loop}", ["--loop", loop]) for loop in loops]
+    for codec in codecs:
+        if codec != "h2":
+            variants.append(
+                (f"proxy {loops[0]} {codec}", ["--loop", loops[0], "--http2-codec", codec])
+            )
+    return variants
+
+
 def tls_upstream_args(port: int, ca: str) -> list[str]:
     """The proxy's arguments for the loopback nginx's TLS port (certificate for localhost)."""
     return [
@@ -162,17 +191,9 @@ def small_arms(
     many proxies sharing one port (``--reuse-port``, one pooled connection each), and with
     ``baselines`` (name: source directory) a proxy run from each (before/after arms).
     ``proxy_process(args, port=None)`` starts a proxy and yields its ``port`` and ``pid``."""
-    ca, cert, key = certs
+    ca = certs[0]
     with contextlib.ExitStack() as stack:
-        nginx = NginxServer(
-            tmp / "nginx-small",
-            tls_port=free_port(),
-            cert_file=cert,
-            key_file=key,
-            keepalive_requests=100_000,
-        )
-        nginx.add_blob("small.bin", OBJECT_SIZE)
-        stack.enter_context(nginx)
+        nginx = stack.enter_context(small_origin(tmp / "nginx-small", certs))
         # The direct baseline is over TLS: nginx's h2c port sends a small response with
         # sendfile under TCP_NOPUSH, which held each answer ~40 ms at a low rate (measured:
         # p50 44 ms at 1,000 req/s), a cost of that port, not of a request.
@@ -184,22 +205,10 @@ def small_arms(
             SmallArm("haproxy", f"http://127.0.0.1:{haproxy.clear_port}/small.bin", (haproxy.pid,))
         )
         upstream = tls_upstream_args(nginx.tls_port or 0, ca)
-        for loop in loops:
-            proxy = stack.enter_context(proxy_process([*upstream, "--loop", loop]))
-            arms.append(
-                SmallArm(
-                    f"cwnd-proxy {loop}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
-                )
-            )
-        for codec in codecs or []:
-            if codec == "h2":
-                continue
-            variant = ["--loop", loops[0], "--http2-codec", codec]
+        for name, variant in proxy_variants(loops, codecs or ["h2"]):
             proxy = stack.enter_context(proxy_process([*upstream, *variant]))
             arms.append(
-                SmallArm(
-                    f"cwnd-proxy {codec}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,)
-                )
+                SmallArm(f"cwnd-{name}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,))
             )
         for name, source in (baselines or {}).items():
             proxy = stack.enter_context(
@@ -288,7 +297,7 @@ def report(arms: list[SmallArm], *, rounds: int, rate: int) -> dict[str, Any]:
         f"rounds; ratio = arm / HAProxy; latency at {rate} req/s over h2c"
     )
     print(
-        f"  {'arm':20s} {'h2c req/s':>10s} {'ratio':>5s} {'CPU us':>7s} "
+        f"  {'arm':24s} {'h2c req/s':>10s} {'ratio':>5s} {'CPU us':>7s} "
         f"{'h1 req/s':>9s} {'ratio':>5s} {'CPU us':>7s} {'p50 ms':>7s} {'p99 ms':>7s} "
         f"{'p99 ratio':>9s}"
     )
@@ -299,7 +308,7 @@ def report(arms: list[SmallArm], *, rounds: int, rate: int) -> dict[str, Any]:
 
     for arm in arms:
         print(
-            f"  {arm.name:20s} {fmt(arm.median('h2c_rps'), '10.0f')} {ratio(arm, 'h2c_rps'):>5s} "
+            f"  {arm.name:24s} {fmt(arm.median('h2c_rps'), '10.0f')} {ratio(arm, 'h2c_rps'):>5s} "
             f"{fmt(arm.median('h2c_cpu_us'), '7.0f')} {fmt(arm.median('h1_rps'), '9.0f')} "
             f"{ratio(arm, 'h1_rps'):>5s} {fmt(arm.median('h1_cpu_us'), '7.0f')} "
             f"{fmt(arm.median('p50_ms'), '7.2f')} {fmt(arm.median('p99_ms'), '7.2f')} "
