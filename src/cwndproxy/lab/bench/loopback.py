@@ -294,7 +294,7 @@ def main() -> int:
     parser.add_argument(
         "--codecs",
         default="h2,lean",
-        help="upstream HTTP/2 codecs (pool.http2_codec); others than h2 run on the first loop",
+        help="upstream HTTP/2 codecs (pool.http2_codec); each runs on each loop",
     )
     parser.add_argument(
         "--dashboard-arm",

@@ -136,15 +136,16 @@ def small_origin(
 
 
 def proxy_variants(loops: list[str], codecs: list[str]) -> list[tuple[str, list[str]]]:
-    """The proxy arms: (name, extra arguments) for each event loop with the default HTTP/2
-    codec, then each other codec on the first loop."""
-    variants = [(f"proxy {loop}", ["--loop", loop]) for loop in loops]
-    for codec in codecs:
-        if codec != "h2":
-            variants.append(
-                (f"proxy {loops[0]} {codec}", ["--loop", loops[0], "--http2-codec", codec])
-            )
-    return variants
+    """The proxy arms: (name, extra arguments) for every event loop with every HTTP/2
+    codec, first loop and first codec first (the arm the x2 and baseline arms follow)."""
+    return [
+        (
+            f"proxy {loop}" + ("" if codec == "h2" else f" {codec}"),
+            ["--loop", loop, "--http2-codec", codec],
+        )
+        for codec in codecs
+        for loop in loops
+    ]
 
 
 def tls_upstream_args(port: int, ca: str) -> list[str]:
@@ -221,13 +222,14 @@ def small_arms(
             )
         if processes > 1:
             port = free_port()
-            shared = [*upstream, "--loop", loops[0], "--pool-size", "1", "--reuse-port"]
+            first_name, first = proxy_variants(loops, codecs or ["h2"])[0]
+            shared = [*upstream, *first, "--pool-size", "1", "--reuse-port"]
             group = [
                 stack.enter_context(proxy_process(shared, port=port)) for _ in range(processes)
             ]
             arms.append(
                 SmallArm(
-                    f"cwnd-proxy x{processes}",
+                    f"cwnd-{first_name} x{processes}",
                     f"http://127.0.0.1:{port}/small.bin",
                     tuple(p.pid for p in group),
                 )
