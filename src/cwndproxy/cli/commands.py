@@ -39,7 +39,8 @@ def _loop_runner(name: str) -> Callable[[Coroutine[Any, Any, int]], int]:
             import uvloop
         except ImportError:
             raise ConfigError(
-                "--loop uvloop needs uvloop: pip install 'cwnd-warm-up-proxy[uvloop]'"
+                "uvloop is not installed (a dependency; not built for every platform): "
+                "install it, or run with --loop asyncio"
             ) from None
         return uvloop.run
     return asyncio.run
