@@ -293,15 +293,24 @@ class Pool:
         slot.last_chosen = time.monotonic()
         return slot
 
+    def ready_session(
+        self, exclude: frozenset[int] = frozenset()
+    ) -> tuple[PoolSlot, H2Session] | None:
+        """A ready session for a real request now, or None (then ``acquire`` waits)."""
+        slot = self.pick(exclude)
+        if slot is not None and slot.session is not None:
+            return slot, slot.session
+        return None
+
     async def acquire(
         self, timeout: float, exclude: frozenset[int] = frozenset()
     ) -> tuple[PoolSlot, H2Session]:
         """A ready session for a real request, waiting up to ``timeout`` for one."""
         deadline = time.monotonic() + timeout
         while True:
-            slot = self.pick(exclude)
-            if slot is not None and slot.session is not None:
-                return slot, slot.session
+            ready = self.ready_session(exclude)
+            if ready is not None:
+                return ready
             remaining = deadline - time.monotonic()
             # Fail fast when every slot's last dial failed: the upstream is known to be down
             # and waiting would only delay the 502.

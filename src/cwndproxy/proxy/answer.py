@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from cwndproxy.proxy.asgi import Message, Scope, Send
@@ -25,13 +26,16 @@ class Answer:
         self.session: int | None = None
         self.attempts = 0
 
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
+    def send(self, message: Message) -> Awaitable[None]:
+        # Not a coroutine: the server's own awaitable is handed back as it is, without a
+        # coroutine frame around it at every message.
+        kind = message["type"]
+        if kind == "http.response.body":
+            self.bytes_out += len(message.get("body", b""))
+        elif kind == "http.response.start":
             self.status = message["status"]
             self.first_byte = time.monotonic() - self._started
-        elif message["type"] == "http.response.body":
-            self.bytes_out += len(message.get("body", b""))
-        await self._send(message)
+        return self._send(message)
 
     def upstream_answered(self) -> None:
         self.upstream_headers = time.monotonic() - self._started

@@ -37,7 +37,7 @@ from cwndproxy.proxy.request_rules import (
 )
 from cwndproxy.proxy.retry import MAX_ATTEMPTS, should_retry
 from cwndproxy.proxy.stats import ClientRequestStats
-from cwndproxy.proxy.watch import WATCH_DELAY, ClientWatch
+from cwndproxy.proxy.watch import ClientWatch, WatchStarts
 from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import (
     H2Session,
@@ -72,6 +72,8 @@ class ForwardingApp:
         self._inbound: dict[tuple[Any, Any], InboundConnection] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # Requests whose client is watched for leaving once they ran WATCH_DELAY.
+        self.watch_starts = WatchStarts()
 
     async def wait_idle(self, timeout: float) -> bool:
         try:
@@ -82,13 +84,11 @@ class ForwardingApp:
         return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] == "websocket":
-            await _refuse_websocket(scope, receive, send)
-            return
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            elif scope["type"] == "websocket":
+                await _refuse_websocket(scope, receive, send)
             return
         self.in_flight += 1
         self._idle.clear()
@@ -188,7 +188,7 @@ class ForwardingApp:
             # the start: that is where a rapid reset would be; any other request only once
             # it has run for WATCH_DELAY.
             suspect = h2 and connection.suspect
-            watch = ClientWatch(receive, body, delay=0.0 if suspect else WATCH_DELAY)
+            watch = ClientWatch(receive, body, later=None if suspect else self.watch_starts)
             if h2 and await watch.left_before_forwarding(burst=suspect):
                 connection.early_resets += 1
                 await watch.aclose()
@@ -196,7 +196,9 @@ class ForwardingApp:
         counted = False
         try:
             if h2:
-                counted = await connection.forward_slot(watch.left if watch else asyncio.Event())
+                counted = connection.take_forward_slot() or await connection.forward_slot(
+                    watch.left if watch else asyncio.Event()
+                )
                 if not counted:
                     return  # the client left while waiting (counted below as an early reset)
                 if connection.refused:  # found out while this request waited
@@ -212,7 +214,7 @@ class ForwardingApp:
                 connection.forward_done()
             answer.bytes_in = body.size
             if watch is not None:
-                if watch.left.is_set() and answer.status is None:
+                if watch.has_left and answer.status is None:
                     connection.early_resets += 1
                 await watch.aclose()
 
@@ -230,11 +232,15 @@ class ForwardingApp:
         # HEADERS (retired, GOAWAY): nothing was sent, so they are no attempt, but bounded.
         repicks = 0
         while attempt < max_attempts:
-            exclude = frozenset(s.index for s in slots if s.session in tried)
-            if len(exclude) >= len(slots):
-                exclude = frozenset()  # every session had a go: any ready one may serve
+            exclude = _NONE_EXCLUDED
+            if tried:
+                exclude = frozenset(s.index for s in slots if s.session in tried)
+                if len(exclude) >= len(slots):
+                    exclude = _NONE_EXCLUDED  # every session had a go: any ready one may serve
             try:
-                slot, session = await self.pool.acquire(
+                # A ready session is nearly always there: taken without a coroutine.
+                ready = self.pool.ready_session(exclude)
+                slot, session = ready or await self.pool.acquire(
                     self.settings.acquire_timeout, exclude=exclude
                 )
             except NoSessionAvailable as exc:
@@ -299,6 +305,9 @@ class ForwardingApp:
                 return
 
 
+_NONE_EXCLUDED: frozenset[int] = frozenset()
+
+
 @dataclass(slots=True)
 class ClientRequest:
     """One client request as the app forwards it, whichever attempt carries it."""
@@ -358,7 +367,7 @@ class _Exchange:
                 raise _pump_error(pump)
             if request.watch is None and request.body.complete and (pump is None or pump.done()):
                 # A streamed body is complete now: from here on, watch for the client leaving.
-                watcher = ClientWatch(receive, request.body, delay=WATCH_DELAY)
+                watcher = ClientWatch(receive, request.body, later=self.app.watch_starts)
                 watcher.stream = stream
             await self._relay_response(send, stream, response, trailers_ok)
             if pump is not None and not pump.done():

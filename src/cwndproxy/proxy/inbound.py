@@ -53,6 +53,13 @@ class InboundConnection:
         # are still waiting, and their resets are not known yet.
         return self.early_resets > REFUSE_RESETS and 2 * self.early_resets >= self.finished
 
+    def take_forward_slot(self) -> bool:
+        """Take room under MAX_FORWARDED if there is some now (nearly always): no wait."""
+        if self.forwarding < MAX_FORWARDED:
+            self.forwarding += 1
+            return True
+        return False
+
     async def forward_slot(self, left: asyncio.Event) -> bool:
         """Wait for room under MAX_FORWARDED; False if the client left meanwhile."""
         while self.forwarding >= MAX_FORWARDED and not left.is_set():

@@ -3,6 +3,7 @@ kept by the forwarding app and read by the exporter."""
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 from dataclasses import dataclass
@@ -27,10 +28,10 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.n += 1
         self.total += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-                break
+        # The first bound >= value (bisect_left); past the last one only n counts it.
+        i = bisect.bisect_left(self.bounds, value)
+        if i < len(self.counts):
+            self.counts[i] += 1
 
     def cumulative(self) -> list[tuple[str, int]]:
         out, running = [], 0

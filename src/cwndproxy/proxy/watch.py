@@ -19,34 +19,87 @@ from cwndproxy.upstream.session import UpstreamStream
 WATCH_DELAY = 0.02
 
 
+class WatchStarts:
+    """The watches waiting for their delay, started by one ticker task per event loop.
+
+    A timer per request (``loop.call_later``) costs a handle and a heap entry, and under
+    uvloop a libuv timer, made and cancelled at every request, nearly all of which end
+    before it fires. Here a waiting watch costs a dict entry; the ticker runs while any
+    waits and starts the due ones, so a watch starts between ``delay`` and
+    ``delay + delay / 2`` after it was made."""
+
+    def __init__(self, delay: float = WATCH_DELAY) -> None:
+        self.delay = delay
+        self._tick_every = delay / 2
+        self._due: dict[ClientWatch, float] = {}
+        self._ticker: asyncio.Task[None] | None = None
+
+    def add(self, watch: ClientWatch) -> None:
+        loop = asyncio.get_running_loop()
+        self._due[watch] = loop.time() + self.delay
+        if self._ticker is None:
+            self._ticker = loop.create_task(self._tick(loop))
+
+    def discard(self, watch: ClientWatch) -> None:
+        self._due.pop(watch, None)
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            while self._due:
+                await asyncio.sleep(self._tick_every)
+                now = loop.time()
+                for watch, due in list(self._due.items()):
+                    if due <= now:
+                        del self._due[watch]
+                        watch.start()
+        finally:
+            self._ticker = None
+
+
 class ClientWatch:
     """Once the request body is complete, the next ASGI message can only be a disconnect
     (an HTTP/2 client's RST_STREAM arrives as one too). It is awaited for the rest of the
     request: the upstream stream of the moment is cancelled, so the upstream stops working
     for nobody, and a request whose client left before it was forwarded is never sent.
 
-    With ``delay`` the watch starts only after that many seconds (WATCH_DELAY): a request
-    done by then never pays for it."""
+    With ``later`` (the app's WatchStarts) the watch starts only after its delay
+    (WATCH_DELAY): a request done by then never pays for it. Without, it starts now."""
 
-    def __init__(self, receive: Receive, body: RequestBody, *, delay: float = 0.0) -> None:
+    def __init__(
+        self, receive: Receive, body: RequestBody, *, later: WatchStarts | None = None
+    ) -> None:
         self.stream: UpstreamStream | None = None
-        self.left = asyncio.Event()
+        self.has_left = False
+        # Made only when someone waits for it: most requests never do.
+        self._left: asyncio.Event | None = None
         self._body = body
         self._receive = receive
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        loop = asyncio.get_running_loop()
-        if delay > 0:
-            self._timer = loop.call_later(delay, self._start)
+        self._starts: WatchStarts | None = None
+        if later is not None:
+            self._starts = later
+            later.add(self)
         else:
-            self._start()
+            self.start()
 
     @property
     def started(self) -> bool:
         return self._task is not None
 
-    def _start(self) -> None:
-        self._timer = None
+    @property
+    def left(self) -> asyncio.Event:
+        """Set once the client left (made on first use)."""
+        if self._left is None:
+            self._left = asyncio.Event()
+            if self.has_left:
+                self._left.set()
+        return self._left
+
+    def start(self) -> None:
+        self._starts = None
         self._task = asyncio.get_running_loop().create_task(self._watch(self._receive))
 
     async def _watch(self, receive: Receive) -> None:
@@ -58,7 +111,9 @@ class ClientWatch:
             message = {"type": "http.disconnect"}
         if message["type"] == "http.disconnect":
             self._body.disconnected = True
-            self.left.set()
+            self.has_left = True
+            if self._left is not None:
+                self._left.set()
             if self.stream is not None:
                 self.stream.cancel()
 
@@ -70,20 +125,20 @@ class ClientWatch:
         delivers it from its own thread ~1.5 ms later, so during a burst of new streams
         on one connection (more than BURST_STREAMS at once) each waits up to
         RESET_WAIT for it; a lone request never waits. A watch that has not started yet
-        (``delay``) has seen nothing: False."""
+        (``later``) has seen nothing: False."""
         if not self.started:
             return False
         await asyncio.sleep(0)
-        if burst and not self.left.is_set():
+        if burst and not self.has_left:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RESET_WAIT):
                     await self.left.wait()
-        return self.left.is_set()
+        return self.has_left
 
     async def aclose(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._starts is not None:
+            self._starts.discard(self)
+            self._starts = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
