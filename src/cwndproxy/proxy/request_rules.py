@@ -70,8 +70,11 @@ def check_request(
     headers: Headers,
     http_version: str,
     limits: HeaderLimits,
-) -> None:
-    """Raise RequestRejected for a request that must not be forwarded.
+) -> bool:
+    """Raise RequestRejected for a request that must not be forwarded; else return whether
+    its fields frame an empty body: no Transfer-Encoding, and no Content-Length or 0. In
+    HTTP/1.x that is the body (RFC 9112 section 6.3); in HTTP/2 DATA frames are, and a
+    request without Content-Length may still carry some.
 
     One pass over the fields (this runs for every request); when several rules fail, the
     answer is the one checking them one after another gave: 431 for a field line, then
@@ -118,9 +121,10 @@ def check_request(
         raise RequestRejected(431, f"headers larger than {limits.max_total_bytes} bytes")
     if bad is not None:
         raise RequestRejected(400, bad)
-    _check_framing(lengths, transfer_encoding)
+    length = _check_framing(lengths, transfer_encoding)
     _check_host(hosts, http_version)
     _check_upgrade(upgrades)
+    return not transfer_encoding and not length
 
 
 _VERSIONS = frozenset({"1.0", "1.1", "2", "2.0"})
@@ -128,7 +132,8 @@ _VERSIONS = frozenset({"1.0", "1.1", "2", "2.0"})
 _READ_LATER = frozenset({b"content-length", b"transfer-encoding", b"host", b"upgrade"})
 
 
-def _check_framing(lengths: list[bytes], transfer_encoding: bool) -> None:
+def _check_framing(lengths: list[bytes], transfer_encoding: bool) -> int | None:
+    """The Content-Length (None without one), after refusing what frames a body doubtfully."""
     if lengths and transfer_encoding:
         raise RequestRejected(400, "Content-Length together with Transfer-Encoding")
     parsed = set()
@@ -140,6 +145,7 @@ def _check_framing(lengths: list[bytes], transfer_encoding: bool) -> None:
             parsed.add(int(part))
     if len(parsed) > 1:
         raise RequestRejected(400, "conflicting Content-Length values")
+    return parsed.pop() if parsed else None
 
 
 def _check_host(hosts: list[bytes], http_version: str) -> None:

@@ -105,6 +105,10 @@ class ClientWatch:
     async def _watch(self, receive: Receive) -> None:
         try:
             message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                # The empty body of an HTTP/1.x request the app did not fetch (its framing
+                # said empty): what comes next is the disconnect.
+                message = await receive()
         except asyncio.CancelledError:
             raise
         except Exception:  # the server has nothing more for this request: the same

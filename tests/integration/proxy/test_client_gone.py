@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -67,6 +68,49 @@ async def test_a_client_that_leaves_mid_upload_is_never_replayed(
         assert len(sinks) == 1, [(r.method, r.ended, r.body_bytes) for r in sinks]
         assert sinks[0].ended == "reset", "a cut-short body must not end as if complete"
         assert sinks[0].body_bytes < BODY
+        assert all(s.reconnects == 0 for s in proxy.pool.slots)
+
+
+async def _h1_get_then_leave(port: int, target: str, arrived: Callable[[], bool]) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # No Content-Length, no Transfer-Encoding: a request without a body (RFC 9112 section
+    # 6.3), whose one empty body message the app does not fetch.
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    await wait_for(arrived)
+    writer.transport.abort()
+
+
+async def _h2_get_then_leave(port: int, target: str, arrived: Callable[[], bool]) -> None:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    headers = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", target)]
+    conn.send_headers(1, headers, end_stream=True)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(conn.data_to_send())
+    await writer.drain()
+    await wait_for(arrived)
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize("client", ["h1", "h2"])
+async def test_a_client_that_leaves_a_slow_get_stops_the_upstream_stream(
+    origin: DemoOrigin, make_proxy: ProxyFactory, client: str
+) -> None:
+    """The app watches a running request for its client leaving (ClientWatch); for an
+    HTTP/1.1 GET it first skips the empty body message it never fetched."""
+    config = proxy_config(origin.port)
+    async with make_proxy(config) as proxy:
+
+        def slow() -> list[Any]:
+            return [r for r in origin.request_log if r.path == "/slow"]
+
+        leave = _h1_get_then_leave if client == "h1" else _h2_get_then_leave
+        await leave(config.server.port, "/slow?delay_ms=30000", lambda: len(slow()) == 1)
+        # The origin answers only after 30 s: a stream closed well before that was reset
+        # by the proxy once it saw the client leave.
+        await wait_for(lambda: slow()[0].closed, timeout=5.0)
+        await wait_for(lambda: proxy.app.in_flight == 0)
         assert all(s.reconnects == 0 for s in proxy.pool.slots)
 
 

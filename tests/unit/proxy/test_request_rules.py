@@ -36,6 +36,22 @@ def test_an_ordinary_request_passes() -> None:
 
 
 @pytest.mark.parametrize(
+    ("framing", "empty"),
+    [
+        ([], True),
+        ([(b"content-length", b"0")], True),
+        ([(b"content-length", b"0, 0")], True),
+        ([(b"content-length", b"5")], False),
+        ([(b"transfer-encoding", b"chunked")], False),
+    ],
+)
+def test_the_answer_says_whether_the_framing_means_an_empty_body(
+    framing: list[tuple[bytes, bytes]], empty: bool
+) -> None:
+    assert check_request("GET", b"/", [*OK, *framing], "1.1", LIMITS) is empty
+
+
+@pytest.mark.parametrize(
     ("headers", "status"),
     [
         ([*OK, (b"x-big", b"a" * 64 * 1024)], 431),  # one 64 KB field
