@@ -20,37 +20,36 @@ BODY = 2_000_000
 SENT = 300_000
 
 
-async def _h1_client_leaves(port: int, method: str, started: Callable[[], bool]) -> None:
+async def _send_then_leave(port: int, data: bytes, arrived: Callable[[], bool]) -> None:
+    """Send ``data`` on a new connection; once ``arrived()`` holds, leave abruptly."""
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"{method} /cwnd/sink HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n".encode()
-    )
-    writer.write(bytes(SENT))
+    writer.write(data)
     await writer.drain()
-    await wait_for(started)  # the upload reached the origin: the client leaves mid-body
+    await wait_for(arrived)
     writer.transport.abort()
+
+
+def _h2_request(headers: list[tuple[str, str]], *, body: int = 0) -> bytes:
+    """A client preface and one request; ``body`` bytes of it in 15 kB DATA frames (within
+    the initial window, in default-size frames), END_STREAM with the HEADERS without."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, headers, end_stream=body == 0)
+    for _ in range(body // 15_000):
+        conn.send_data(1, bytes(15_000))
+    return conn.data_to_send()
+
+
+async def _h1_client_leaves(port: int, method: str, started: Callable[[], bool]) -> None:
+    head = f"{method} /cwnd/sink HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n"
+    # Once the upload reached the origin, the client leaves mid-body.
+    await _send_then_leave(port, head.encode() + bytes(SENT), started)
 
 
 async def _h2_client_leaves(port: int, method: str, started: Callable[[], bool]) -> None:
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    conn.send_headers(
-        1,
-        [
-            (":method", method),
-            (":scheme", "http"),
-            (":authority", "x"),
-            (":path", "/cwnd/sink"),
-            ("content-length", str(BODY)),
-        ],
-    )
-    for _ in range(4):  # 60 kB: within the initial window, in default-size frames
-        conn.send_data(1, bytes(15_000))
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(conn.data_to_send())
-    await writer.drain()
-    await wait_for(started)
-    writer.transport.abort()
+    headers = [(":method", method), (":scheme", "http"), (":authority", "x")]
+    headers += [(":path", "/cwnd/sink"), ("content-length", str(BODY))]
+    await _send_then_leave(port, _h2_request(headers, body=60_000), started)
 
 
 @pytest.mark.parametrize("method", ["PUT", "POST"])
@@ -72,25 +71,14 @@ async def test_a_client_that_leaves_mid_upload_is_never_replayed(
 
 
 async def _h1_get_then_leave(port: int, target: str, arrived: Callable[[], bool]) -> None:
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     # No Content-Length, no Transfer-Encoding: a request without a body (RFC 9112 section
     # 6.3), whose one empty body message the app does not fetch.
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    await wait_for(arrived)
-    writer.transport.abort()
+    await _send_then_leave(port, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), arrived)
 
 
 async def _h2_get_then_leave(port: int, target: str, arrived: Callable[[], bool]) -> None:
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
     headers = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", target)]
-    conn.send_headers(1, headers, end_stream=True)
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(conn.data_to_send())
-    await writer.drain()
-    await wait_for(arrived)
-    writer.transport.abort()
+    await _send_then_leave(port, _h2_request(headers), arrived)
 
 
 @pytest.mark.parametrize("client", ["h1", "h2"])
