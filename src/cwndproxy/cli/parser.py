@@ -136,8 +136,8 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         "--loop",
         choices=("asyncio", "uvloop"),
         default="uvloop",
-        help="event loop (default uvloop: 1.2-1.6x asyncio's small-request rate; see "
-        "docs/BENCHMARKS.md)",
+        help="event loop (default uvloop: 1.1-1.6x asyncio's small-request rate with the "
+        "lean codec; see docs/BENCHMARKS.md)",
     )
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 

@@ -35,8 +35,18 @@ def _te_trailers(value: bytes) -> bool:
 
 
 def strip_hop_by_hop(headers: Headers, *, keep_te_trailers: bool) -> Headers:
-    """Drop hop-by-hop fields and those the Connection header lists. ``TE: trailers`` is the
-    one TE value HTTP/2 allows; gRPC needs it end to end."""
+    """Drop hop-by-hop fields and those the Connection header lists, with names lower-cased.
+    ``TE: trailers`` is the one TE value HTTP/2 allows; gRPC needs it end to end.
+
+    Nearly every block has no such field and lower-case names already (ASGI servers
+    deliver them so and the request rules refuse others; HTTP/2 makes an upper-case name
+    malformed, RFC 9113 section 8.2.1): it comes back as it is, a new list of the same
+    pairs, after one pass. Anything else takes the full path."""
+    for name, _ in headers:
+        if name in HOP_BY_HOP or not name.islower():
+            break
+    else:
+        return list(headers)
     drop = HOP_BY_HOP | _connection_listed(headers)
     out: Headers = []
     te_trailers = False
