@@ -218,6 +218,13 @@ class WarmupController:
             while self.core.state not in (WarmState.DRAINING, WarmState.FAILED):
                 wake = self.core.wake_at
                 event: m.Event
+                if not self._events.empty():
+                    # Every real stream in the pool posts here as it starts and ends: under
+                    # load several wait at once. Taken as they are: a timeout armed around a
+                    # get() that returns at once never fires, so this is the same, without
+                    # a timer made and cancelled per event.
+                    self._feed(self._events.get_nowait())
+                    continue
                 try:
                     if wake is None:
                         event = await self._events.get()
