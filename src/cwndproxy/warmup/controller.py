@@ -35,6 +35,41 @@ SAMPLE_PERIOD = 0.1
 SO_MAX_PACING_RATE = 47
 
 
+class Inbox:
+    """A controller's queue of events, in order, where the pool's news of real streams on
+    other sessions waits as one ``RealElsewhere``: posted while one is queued, a
+    ``RealElsewhere`` is added to it instead of queued behind it. Every real stream in the
+    pool is news to every member as it starts and ends; under load, many arrive between two
+    turns of a member's task, and all but the first cost nothing."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[m.Event] = asyncio.Queue()
+        # The sum the queued RealElsewhere stands for, while one is queued.
+        self._elsewhere: m.RealElsewhere | None = None
+
+    def post(self, event: m.Event) -> None:
+        if type(event) is m.RealElsewhere:
+            if self._elsewhere is not None:
+                self._elsewhere += event
+                return
+            self._elsewhere = event
+        self._queue.put_nowait(event)
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def get_nowait(self) -> m.Event:
+        return self._taken(self._queue.get_nowait())
+
+    async def get(self) -> m.Event:
+        return self._taken(await self._queue.get())
+
+    def _taken(self, event: m.Event) -> m.Event:
+        if type(event) is m.RealElsewhere and self._elsewhere is not None:
+            event, self._elsewhere = self._elsewhere, None
+        return event
+
+
 @dataclass
 class WarmupSettings:
     strategy: str  # auto | burst | ping
@@ -99,7 +134,7 @@ class WarmupController:
             index=index,
             pool_size=pool_size,
         )
-        self._events: asyncio.Queue[m.Event] = asyncio.Queue()
+        self._events = Inbox()
         self._jobs: dict[int, asyncio.Task[None]] = {}
         # Dummy jobs not started because they would have taken the upstream's last free
         # stream slot (a real request would then wait behind warm-up traffic).
@@ -173,7 +208,7 @@ class WarmupController:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def post(self, event: m.Event) -> None:
-        self._events.put_nowait(event)
+        self._events.post(event)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name=f"warmup-{self.index}")

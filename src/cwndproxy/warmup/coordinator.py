@@ -31,6 +31,10 @@ class Member(Protocol):
     def post(self, event: m.Event) -> None: ...
 
 
+_STARTED_ELSEWHERE = m.RealElsewhere(started=1)
+_ENDED_ELSEWHERE = m.RealElsewhere(ended=1)
+
+
 def flight_of(stream: UpstreamStream) -> Flight | None:
     if stream.flight_window is None or stream.bytes_received == 0:
         return None
@@ -125,11 +129,13 @@ class WarmupCoordinator:
             if self._real[key] <= 0:
                 del self._real[key]
         for member in list(self.members):
-            here = member.session is session
-            if opened:
-                member.post(m.RealStarted(here=here))
+            if member.session is not session:
+                # Coalesced in the member's inbox with the others since its last turn.
+                member.post(_STARTED_ELSEWHERE if opened else _ENDED_ELSEWHERE)
+            elif opened:
+                member.post(m.RealStarted(here=True))
             else:
-                member.post(m.RealEnded(here=here, flight=flight_of(stream) if here else None))
+                member.post(m.RealEnded(here=True, flight=flight_of(stream)))
 
     # -- the grow slot ------------------------------------------------------------------------
     def request_grow(self, member: Member) -> None:

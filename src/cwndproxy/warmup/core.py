@@ -344,20 +344,31 @@ class WarmupCore:
             self._end_ramp(verdict)
 
     def _on_RealStarted(self, event: m.RealStarted) -> None:
+        if not event.here:
+            self._on_RealElsewhere(m.RealElsewhere(started=1))
+            return
         self.real_pool += 1
-        if event.here:
-            self.real_here += 1
-            if self.state in (WarmState.RAMPING, WarmState.HOLDING, WarmState.BACKOFF):
-                self._fire(WarmEvent.REAL_STARTED)
-        elif self.settings.strategy == "auto" and self.jobs:
+        self.real_here += 1
+        if self.state in (WarmState.RAMPING, WarmState.HOLDING, WarmState.BACKOFF):
+            self._fire(WarmEvent.REAL_STARTED)
+
+    def _on_RealElsewhere(self, event: m.RealElsewhere) -> None:
+        # Starts first: of a stream that started and ended since the last event, the start
+        # came first; and a grow is never begun only to be cancelled by a start that is
+        # already known.
+        self.real_pool += event.started
+        if event.started and self.settings.strategy == "auto" and self.jobs:
             # A grow or check here would take bandwidth from the real transfer elsewhere.
             self._cancel_dummies()
+        if event.ended:
+            self.real_pool = max(0, self.real_pool - event.ended)
+            self._maybe_grow()
 
     def _on_RealEnded(self, event: m.RealEnded) -> None:
-        self.real_pool = max(0, self.real_pool - 1)
         if not event.here:
-            self._maybe_grow()
+            self._on_RealElsewhere(m.RealElsewhere(ended=1))
             return
+        self.real_pool = max(0, self.real_pool - 1)
         self.real_here = max(0, self.real_here - 1)
         if self.settings.strategy == "auto" and event.flight is not None and self.window:
             verdict = window_verdict(event.flight, self.window)

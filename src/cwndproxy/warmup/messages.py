@@ -60,6 +60,20 @@ class RealEnded:
 
 
 @dataclass(frozen=True)
+class RealElsewhere:
+    """Real streams that started and ended on other sessions of the pool since the last
+    such event: ``RealStarted(here=False)`` and ``RealEnded(here=False)``, counted. A
+    session only needs to know whether real traffic runs anywhere in the pool, and under
+    load every request would otherwise be news to every member (controller.Inbox)."""
+
+    started: int = 0
+    ended: int = 0
+
+    def __add__(self, other: RealElsewhere) -> RealElsewhere:
+        return RealElsewhere(self.started + other.started, self.ended + other.ended)
+
+
+@dataclass(frozen=True)
 class DummyDone:
     job: int
     received: int = 0
@@ -111,6 +125,7 @@ Event = (
     | RateSampled
     | RealStarted
     | RealEnded
+    | RealElsewhere
     | DummyDone
     | DummyFailed
     | PingAnswered

@@ -188,6 +188,25 @@ def test_a_check_waits_for_the_slot_and_for_a_quiet_pool() -> None:
     assert not pb.core.jobs
 
 
+def test_real_streams_elsewhere_counted_together_pause_a_grow_as_one_by_one_do() -> None:
+    """RealElsewhere(started, ended) is the member's news of many streams on other
+    sessions at once: starts counted first, so a grow is never begun for a pool that a
+    known start already made busy."""
+    pb = Playbook(core())
+    pb >> m.Connected(RTT) << m.RequestGrowSlot
+    pb >> m.GrowSlotGranted() << m.StartDummy(1, W, m.Purpose.GROW)
+    pb.at(0.1) >> m.RealElsewhere(started=3, ended=1) << m.CancelDummies
+    pb >> m.DummyFailed(1, m.Failure.CANCELLED)
+    pb.done()
+    assert pb.core.real_pool == 2 and pb.core.real_here == 0
+    pb.at(0.3) >> m.RealElsewhere(started=1, ended=2)  # one still runs: no grow
+    pb.done()
+    assert pb.core.real_pool == 1
+    pb.at(0.6) >> m.RealElsewhere(ended=1) << m.StartDummy(2, W, m.Purpose.GROW)
+    pb.done()
+    assert pb.core.real_pool == 0
+
+
 def test_real_traffic_while_connecting_comes_first() -> None:
     """A real stream opened before the first PING answer: no dummy traffic beside it."""
     pb = Playbook(core())
