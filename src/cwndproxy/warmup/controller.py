@@ -40,7 +40,7 @@ class Inbox:
     other sessions waits as one ``RealElsewhere``: posted while one is queued, a
     ``RealElsewhere`` is added to it instead of queued behind it. Every real stream in the
     pool is news to every member as it starts and ends; under load, many arrive between two
-    turns of a member's task, and all but the first cost nothing."""
+    turns of a member's task, and all but the first cost no turn of its state machine."""
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[m.Event] = asyncio.Queue()
