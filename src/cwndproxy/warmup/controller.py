@@ -44,15 +44,18 @@ class Inbox:
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[m.Event] = asyncio.Queue()
-        # The sum the queued RealElsewhere stands for, while one is queued.
-        self._elsewhere: m.RealElsewhere | None = None
+        # What the queued RealElsewhere stands for, summed as news comes (None while no
+        # RealElsewhere is queued): counts, not a new event per post.
+        self._elsewhere: list[int] | None = None
 
     def post(self, event: m.Event) -> None:
         if type(event) is m.RealElsewhere:
-            if self._elsewhere is not None:
-                self._elsewhere += event
+            counts = self._elsewhere
+            if counts is not None:
+                counts[0] += event.started
+                counts[1] += event.ended
                 return
-            self._elsewhere = event
+            self._elsewhere = [event.started, event.ended]
         self._queue.put_nowait(event)
 
     def empty(self) -> bool:
@@ -66,7 +69,9 @@ class Inbox:
 
     def _taken(self, event: m.Event) -> m.Event:
         if type(event) is m.RealElsewhere and self._elsewhere is not None:
-            event, self._elsewhere = self._elsewhere, None
+            started, ended = self._elsewhere
+            self._elsewhere = None
+            return m.RealElsewhere(started, ended)
         return event
 
 
