@@ -137,7 +137,8 @@ def small_origin(
 
 def proxy_variants(loops: list[str], codecs: list[str]) -> list[tuple[str, list[str]]]:
     """The proxy arms: (name, extra arguments) for every event loop with every HTTP/2
-    codec, first loop and first codec first (the arm the x2 and baseline arms follow)."""
+    codec, first loop and first codec first (the arm the x2 arm follows; baseline arms
+    follow the first loop only, as an older checkout may not know the codec flag)."""
     return [
         (
             f"proxy {loop}" + ("" if codec == "h2" else f" {codec}"),
@@ -206,7 +207,8 @@ def small_arms(
             SmallArm("haproxy", f"http://127.0.0.1:{haproxy.clear_port}/small.bin", (haproxy.pid,))
         )
         upstream = tls_upstream_args(nginx.tls_port or 0, ca)
-        for name, variant in proxy_variants(loops, codecs or ["h2"]):
+        variants = proxy_variants(loops, codecs or ["h2"])
+        for name, variant in variants:
             proxy = stack.enter_context(proxy_process([*upstream, *variant]))
             arms.append(
                 SmallArm(f"cwnd-{name}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,))
@@ -222,7 +224,7 @@ def small_arms(
             )
         if processes > 1:
             port = free_port()
-            first_name, first = proxy_variants(loops, codecs or ["h2"])[0]
+            first_name, first = variants[0]
             shared = [*upstream, *first, "--pool-size", "1", "--reuse-port"]
             group = [
                 stack.enter_context(proxy_process(shared, port=port)) for _ in range(processes)
