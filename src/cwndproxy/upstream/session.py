@@ -275,6 +275,7 @@ class H2Session(H2Endpoint):
             # replacement has the same interface (tests/unit/http2/test_h2_internals.py).
             self.credit = InboundCredit(buffer_allowance=self.settings.connection_window)
             self.conn._inbound_flow_control_window_manager = self.credit
+        self._credit_retry: asyncio.TimerHandle | None = None
         self.authority = authority
         self.scheme = scheme
         self.state = SessionState.OPEN
@@ -490,6 +491,9 @@ class H2Session(H2Endpoint):
                 fut.set_exception(SessionClosed(self.close_reason))
                 fut.exception()
         self._pings.clear()
+        if self._credit_retry is not None:
+            self._credit_retry.cancel()
+            self._credit_retry = None
         if not self.closed.done():
             self.closed.set_result(None)
         if self._on_close is not None:
@@ -603,6 +607,26 @@ class H2Session(H2Endpoint):
         if increment and not self.is_connection_lost:
             # Written with the batch that data_received (or the caller) flushes.
             self.conn.increment_flow_control_window(increment)
+        self._schedule_credit_retry()
+
+    def _schedule_credit_retry(self) -> None:
+        """Come back for a grant that the credit's pacing holds back: no DATA may arrive to
+        prompt it (the server may have used all its credit while we stalled)."""
+        assert self.credit is not None
+        if self._credit_retry is not None or self.is_connection_lost:
+            return
+        delay = self.credit.retry_in()
+        if delay is not None:
+            self._credit_retry = asyncio.get_running_loop().call_later(
+                max(delay, 0.001), self._retry_credit
+            )
+
+    def _retry_credit(self) -> None:
+        self._credit_retry = None
+        if self.state is SessionState.CLOSED or self.is_connection_lost:
+            return
+        self._update_credit()
+        self.flush()
 
     def _notify(self, stream: UpstreamStream, *, opened: bool) -> None:
         self.last_stream_at = time.monotonic()
@@ -789,6 +813,8 @@ class H2Session(H2Endpoint):
             self.conn.acknowledge_received_data(size, stream_id)
         except h2.exceptions.ProtocolError:
             return
+        if self.credit is not None:
+            self._schedule_credit_retry()
         self.flush_soon()
 
     # -- RTT -----------------------------------------------------------------------------
@@ -816,6 +842,8 @@ class H2Session(H2Endpoint):
         self.rtt = rtt
         if self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt
+            if self.credit is not None:
+                self.credit.min_rtt = rtt
         if self.credit is not None and self.min_rtt > 0:
             self._idle_rtt_sample(rtt)
         if not fut.done():

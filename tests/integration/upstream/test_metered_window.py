@@ -70,3 +70,33 @@ async def test_a_metered_session_still_streams_a_large_body(origin: DemoOrigin) 
         assert 7 / 8 * LIMIT <= _server_credit(origin) <= LIMIT
     finally:
         await session.aclose()
+
+
+async def test_paced_credit_held_back_is_granted_when_no_more_data_comes(
+    origin: DemoOrigin,
+) -> None:
+    """Paced grants (upstream/credit.py): when the server has used all its credit, no DATA
+    arrives to prompt the grant pacing held back, so the session's timer must send it.
+    A 50 ms RTT is pretended on loopback, where the data otherwise comes far faster than
+    the bucket refills: without the timer the download stops for good."""
+    session = await dial(
+        UpstreamTarget("127.0.0.1", origin.port, tls=False),
+        settings=SessionSettings(metered_window=True),
+        rtt_probe_interval=0,
+    )
+    try:
+        await session.ping()
+        session.limit_burst(LIMIT)
+        assert session.credit is not None
+        session.credit.min_rtt = 0.05  # 1.5 x 256 KiB per 50 ms: ~7.9 MB/s
+        stream = await session.open_stream("GET", "/cwnd/blob?size=4000000", [], end_stream=True)
+        assert (await stream.receive_response(5)).status == 200
+        seen = []
+        async with asyncio.timeout(20):
+            while not stream.remote_closed:
+                seen.append(_server_credit(origin))
+                await asyncio.sleep(0.005)
+        assert await stream.read_up_to(10**9) == 4_000_000
+        assert max(seen) <= 1.5 * LIMIT
+    finally:
+        await session.aclose()

@@ -103,3 +103,84 @@ def test_active_credit_grows_with_queueing_others_cause() -> None:
     assert credit.target == 6 * B, "capped"
     credit.active = False
     assert credit.target == B, "the first flight stays bounded whatever the RTT"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+RTT = 0.020
+
+
+def _paced(clock: FakeClock) -> InboundCredit:
+    credit = InboundCredit(clock=clock)
+    credit.burst_limit = B
+    credit.min_rtt = RTT
+    credit.window_opened(credit.grant())  # idle: B held by the server, not paced
+    assert credit.current_window_size == B
+    clock.now += 1.0
+    return credit
+
+
+def test_after_a_stall_the_catch_up_credit_is_paced() -> None:
+    """A receiver that stalls (or waits for a retransmission to fill a hole) lets the
+    server use up its credit and the pipe drain; the catch-up grant must not become one
+    burst of the whole active credit."""
+    clock = FakeClock()
+    credit = _paced(clock)
+    credit.active = True
+    credit.window_opened(credit.grant())  # first DATA: 1.5B outstanding, at once
+    assert credit.current_window_size == B + B // 2
+    clock.now += RTT
+    credit.window_consumed(B + B // 2)  # we stalled; all of it arrived at once
+    assert credit._need() == B + B // 2
+    assert credit.grant() == B // 4, "a quarter of the burst limit now"
+    credit.window_opened(B // 4)
+    assert credit.grant() == 0
+    wait = credit.retry_in()
+    # The next step (an eighth of the active credit) comes as the bucket refills at 1.5B
+    # per RTT: in RTT / 8.
+    assert wait is not None and 0.9 * RTT / 8 < wait < 1.1 * RTT / 8
+    began, granted = clock.now, B // 4
+    while (wait := credit.retry_in()) is not None:
+        clock.now += wait
+        step = credit.grant()
+        assert step > 0
+        credit.window_opened(step)
+        granted += step
+        assert granted <= B // 4 + 1.5 * B * (clock.now - began) / RTT + 1
+    assert granted > (B + B // 2) * 7 // 8, "all of it (but a batched top-up)..."
+    assert clock.now - began < RTT, "...within an RTT"
+
+
+def test_steady_receipt_at_the_path_rate_is_never_held_back() -> None:
+    """Pacing must not cost throughput: at the path rate (~1.1B per RTT) every grant is
+    what an unpaced credit would send."""
+    clock = FakeClock()
+    paced = _paced(clock)
+    free = InboundCredit()
+    free.burst_limit = B
+    free.window_opened(free.grant())
+    for credit in (paced, free):
+        credit.active = True
+        credit.window_opened(credit.grant())
+    chunk = B * 11 // 100  # every RTT / 10
+    for _ in range(200):
+        clock.now += RTT / 10
+        for credit in (paced, free):
+            credit.window_consumed(chunk)
+        assert paced.process_bytes(chunk) == free.process_bytes(chunk)
+        assert paced.retry_in() is None
+    assert paced.current_window_size == free.current_window_size
+
+
+def test_grants_are_not_paced_before_the_rtt_is_known() -> None:
+    credit = InboundCredit(clock=FakeClock())
+    credit.burst_limit = B
+    credit.active = True
+    assert credit.grant() == B + B // 2 - 65535
+    assert credit.retry_in() is None
