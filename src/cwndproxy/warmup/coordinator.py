@@ -2,7 +2,12 @@
 
 - Real traffic anywhere in the pool is reported to every controller: ``auto`` pauses its
   grows and checks while any real transfer runs (they would share the bottleneck with it),
-  ``burst`` shrinks its bursts to keep-alives.
+  ``burst`` shrinks its bursts to keep-alives. A controller hears of its own session's
+  real streams one by one (their ends carry the flight that verifies its window), and of
+  the rest of the pool only when it goes from quiet to busy and back: its decisions read
+  no more than that, and news of every stream on every other session was a wake-up of
+  every controller per request (measured: warm-up on cost a small request 42-51% more
+  CPU than a plain pool, docs/BENCHMARKS.md).
 - One session grows its window at a time (the grow slot, first come first served), so a
   grow gets the whole path and reaches one path BDP instead of a share of it.
 """
@@ -67,6 +72,7 @@ class WarmupCoordinator:
     def __init__(self) -> None:
         self.members: list[Member] = []
         self._real: collections.Counter[int] = collections.Counter()  # id(session) -> streams
+        self._real_total = 0
         self._sessions: set[int] = set()
         self._grow_owner: Member | None = None
         self._grow_queue: collections.deque[Member] = collections.deque()
@@ -88,10 +94,12 @@ class WarmupCoordinator:
     def add(self, member: Member) -> None:
         self.watch(member.session)
         self.members.append(member)
-        # Real streams already running elsewhere: the newcomer must not grow beside them.
-        for key, count in self._real.items():
-            for _ in range(count):
-                member.post(m.RealStarted(here=key == id(member.session)))
+        # Real streams already running: the newcomer must not grow beside them.
+        own = self._real.get(id(member.session), 0)
+        for _ in range(own):
+            member.post(m.RealStarted(here=True))
+        if self._real_total > own:
+            member.post(_STARTED_ELSEWHERE)
         if self.idle_timeout is not None:
             member.post(m.IdleTimeoutLearned(self.idle_timeout))
 
@@ -116,22 +124,30 @@ class WarmupCoordinator:
 
     @property
     def real_streams(self) -> int:
-        return sum(self._real.values())
+        return self._real_total
 
     def _on_stream(self, session: H2Session, stream: UpstreamStream, opened: bool) -> None:
         if stream.kind is not TrafficKind.REAL:
             return
         key = id(session)
+        real = self._real
         if opened:
-            self._real[key] += 1
+            real[key] += 1
+            self._real_total += 1
         else:
-            self._real[key] -= 1
-            if self._real[key] <= 0:
-                del self._real[key]
+            real[key] -= 1
+            self._real_total -= 1
+            if real[key] <= 0:
+                del real[key]
+        # The rest of the pool, seen from another session, went quiet -> busy when it now
+        # has exactly this one stream, busy -> quiet when it has none.
+        edge = 1 if opened else 0
+        total = self._real_total
         for member in list(self.members):
             if member.session is not session:
-                # Coalesced in the member's inbox with the others since its last turn.
-                member.post(_STARTED_ELSEWHERE if opened else _ENDED_ELSEWHERE)
+                if total - real.get(id(member.session), 0) == edge:
+                    # Coalesced in the member's inbox with the others since its last turn.
+                    member.post(_STARTED_ELSEWHERE if opened else _ENDED_ELSEWHERE)
             elif opened:
                 member.post(m.RealStarted(here=True))
             else:

@@ -1,0 +1,118 @@
+"""The pool's news for each warm-up controller: its own session's real streams one by one,
+the rest of the pool only as quiet -> busy and busy -> quiet."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import cast
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cwndproxy.upstream.counters import TrafficKind
+from cwndproxy.upstream.session import H2Session, UpstreamStream
+from cwndproxy.warmup import messages as m
+from cwndproxy.warmup.coordinator import WarmupCoordinator
+
+
+class StubSession:
+    """What the coordinator touches of a session: its stream listeners."""
+
+    def __init__(self) -> None:
+        self.stream_listeners: list[Callable[[UpstreamStream, bool], None]] = []
+
+    def stream(self, opened: bool, kind: TrafficKind = TrafficKind.REAL) -> None:
+        stream = StubStream(kind)
+        for listener in self.stream_listeners:
+            listener(cast(UpstreamStream, stream), opened)
+
+
+class StubStream:
+    def __init__(self, kind: TrafficKind) -> None:
+        self.kind = kind
+        self.flight_window = None  # no flight: the end carries none
+        self.bytes_received = 0
+
+
+class Recorder:
+    def __init__(self, session: StubSession) -> None:
+        self._session = session
+        self.posts: list[m.Event] = []
+
+    @property
+    def session(self) -> H2Session:
+        return cast(H2Session, self._session)
+
+    def post(self, event: m.Event) -> None:
+        self.posts.append(event)
+
+    def busy_elsewhere(self) -> int:
+        """The news from elsewhere, added up: 1 while the rest of the pool is busy."""
+        total = 0
+        for e in self.posts:
+            if isinstance(e, m.RealElsewhere):
+                total += e.started - e.ended
+        return total
+
+    def here(self) -> int:
+        starts = sum(isinstance(e, m.RealStarted) and e.here for e in self.posts)
+        return starts - sum(isinstance(e, m.RealEnded) and e.here for e in self.posts)
+
+
+def test_overlapping_streams_elsewhere_are_one_busy_period() -> None:
+    coord = WarmupCoordinator()
+    a, b = StubSession(), StubSession()
+    ma, mb = Recorder(a), Recorder(b)
+    coord.add(ma)
+    coord.add(mb)
+    for _ in range(3):
+        a.stream(True)
+    b.stream(True)
+    a.stream(True, TrafficKind.DUMMY)  # dummy streams are not real traffic
+    for _ in range(3):
+        a.stream(False)
+    assert mb.posts == [
+        m.RealElsewhere(started=1),
+        m.RealStarted(here=True),
+        m.RealElsewhere(ended=1),
+    ]
+    assert ma.here() == 0
+    assert ma.busy_elsewhere() == 1, "b's stream still runs"
+    b.stream(False)
+    assert ma.posts[-1] == m.RealElsewhere(ended=1)
+    assert coord.real_streams == 0
+
+
+# (session index, opened?) steps; closes of a session without streams are skipped.
+_STEPS = st.lists(st.tuples(st.integers(0, 2), st.booleans()), max_size=60)
+
+
+@given(_STEPS, st.integers(0, 60))
+def test_each_member_knows_its_own_streams_and_whether_the_rest_is_busy(
+    steps: list[tuple[int, bool]], join_at: int
+) -> None:
+    coord = WarmupCoordinator()
+    sessions = [StubSession() for _ in range(3)]
+    for session in sessions:  # the pool watches every session, member or not
+        coord.watch(cast(H2Session, session))
+    members = [Recorder(s) for s in sessions[:2]]
+    for member in members:
+        coord.add(member)
+    open_streams = [0, 0, 0]
+    for index, (which, opened) in enumerate(steps):
+        if index == join_at:  # a member joins while streams run
+            late = Recorder(sessions[2])
+            coord.add(late)
+            members.append(late)
+        if not opened and not open_streams[which]:
+            continue
+        sessions[which].stream(opened)
+        open_streams[which] += 1 if opened else -1
+        for member, own in zip(members, open_streams, strict=False):
+            assert member.here() == own
+            assert member.busy_elsewhere() == (sum(open_streams) > own)
+    for member in members:
+        news = [e for e in member.posts if isinstance(e, m.RealElsewhere)]
+        # Alternating: never two starts (or two ends) in a row.
+        assert all(x != y for x, y in itertools.pairwise(news))
