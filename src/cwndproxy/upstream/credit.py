@@ -30,10 +30,10 @@ granted, and every grant is a WINDOW_UPDATE we choose to send. So:
   drained; one catch-up grant of the whole active credit then leaves the server as one
   burst into the emptied pipe, and a one-BDP queue drops the excess. Traced on the
   20 ms, 200 Mbit/s path: three WINDOW_UPDATEs of 700 kB within 5 ms after an 11 ms
-  stall, 45 packets dropped, and the origin's cwnd cut from 611 to 303 packets for the
-  rest of the run. Steady receipt at the path rate (about 1.1B per RTT) stays under the
-  bucket's rate, so pacing only acts on a lump. Idle top-ups are not paced: nothing is
-  sent while idle.
+  stall, 45 packets dropped; in another run two such drops cut the origin's cwnd from
+  611 to 303 packets for the rest of the run. Steady receipt at the path rate (about
+  1.1B per RTT) stays under the bucket's rate, so pacing only acts on a lump. Idle
+  top-ups are not paced: nothing is sent while idle.
 
 It caps a single connection's transfer at about 1.5 x the configured bandwidth; a
 bandwidth set below the path's real rate caps it below that rate.
@@ -62,8 +62,8 @@ MAX_RTT_FACTOR = 4.0
 # While data flows, grants are paced (a token bucket): at most this many burst limits at
 # once, then the active credit per minimum RTT. A quarter: with the whole burst limit at
 # once, 8 runs of 15 fetches on the 20 ms, 200 Mbit/s cell dropped as many packets as
-# unpaced grants beside them (617 against 652); with a quarter, 85 and 11 in two such sets
-# (against 758 and 802).
+# unpaced grants beside them (617 against 652); with a quarter, 85, 11 and 97 in three
+# such sets (against 758, 802 and 452; docs/BENCHMARKS.md, "The near-fast cell").
 PACE_DEPTH = 0.25
 
 
