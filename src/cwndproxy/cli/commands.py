@@ -40,7 +40,7 @@ def _loop_runner(name: str) -> Callable[[Coroutine[Any, Any, int]], int]:
         except ImportError:
             raise ConfigError(
                 "uvloop is not installed (a dependency; not built for every platform): "
-                "install it, or run with --loop asyncio (the default)"
+                "install it, or run with --loop asyncio"
             ) from None
         return uvloop.run
     return asyncio.run

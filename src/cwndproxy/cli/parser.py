@@ -129,15 +129,15 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
     g.add_argument(
         "--http2-codec",
         choices=HTTP2_CODECS,
-        help="upstream HTTP/2 client: h2 (default, the h2 library) or lean (about half h2's "
-        "CPU per small request; pool.http2_codec; see docs/BENCHMARKS.md)",
+        help="upstream HTTP/2 client: lean (default; about half h2's CPU per small request) "
+        "or h2 (the h2 library, the reference lean is tested against; pool.http2_codec)",
     )
     g.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop (default asyncio; uvloop: 1.1-1.6x its small-request rate with "
-        "the lean codec, see docs/BENCHMARKS.md)",
+        default="uvloop",
+        help="event loop (default uvloop: 1.1-1.6x asyncio's small-request rate with the "
+        "lean codec; see docs/BENCHMARKS.md)",
     )
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 

@@ -62,11 +62,10 @@ MEANING: dict[str, str] = {
     "power of two from 16 KiB to 1 MiB, because a frame's first byte is forwarded only once "
     "the whole frame has crossed the path.",
     "pool.http2_codec": (
-        "The upstream HTTP/2 client codec: `h2` (the h2 library, default) or `lean` (the "
-        "same protocol in fewer Python steps per frame, about half h2's CPU per small "
-        "request, tested against h2 frame for frame; cwndproxy/http2/lean_client.py). Not "
-        "the default: on a 20 ms / 200 Mbit/s path its sessions held a smaller window "
-        "(docs/BENCHMARKS.md). Restart to change."
+        "The upstream HTTP/2 client codec: `lean` (default: the same protocol in fewer Python "
+        "steps per frame, about half h2's CPU per small request; "
+        "cwndproxy/http2/lean_client.py) or `h2` (the h2 library, the reference the lean "
+        "codec is tested against frame for frame). Restart to change."
     ),
     "pool.reconnect_min_ms": "First reconnect back-off step.",
     "pool.reconnect_max_ms": "Largest reconnect back-off step.",

@@ -92,10 +92,9 @@ class PoolConfig:
     connection_window_bytes: int = 64 * 1024 * 1024
     # SETTINGS_MAX_FRAME_SIZE we announce; 0 = auto (effective_max_frame_size).
     max_frame_size: int = 0
-    # The upstream HTTP/2 client codec: "h2" (the library) or "lean" (ours, fewer Python
-    # steps per frame; not the default: on the matrix's 20 ms / 200 Mbit/s path it held a
-    # smaller window than h2, docs/BENCHMARKS.md).
-    http2_codec: str = "h2"
+    # The upstream HTTP/2 client codec: "lean" (ours, fewer Python steps per frame) or
+    # "h2" (the library, the reference the lean codec is tested against).
+    http2_codec: str = "lean"
     reconnect_min_ms: int = 100
     reconnect_max_ms: int = 10000
     # Streams the upstream serves per connection before its GOAWAY (nginx: http2 or

@@ -1,7 +1,6 @@
 """A lean HTTP/2 client connection: the part of h2's ``H2Connection`` that H2Session uses,
-with fewer Python steps per frame. Opt-in (``pool.http2_codec: lean``): on the path
-matrix's 20 ms / 200 Mbit/s cell its sessions held a smaller window than h2's
-(docs/BENCHMARKS.md), which is not explained yet.
+with fewer Python steps per frame. The default codec (``pool.http2_codec: lean``; ``h2``
+selects the library itself).
 
 Why: a small request's cost through the proxy is bound by its event-loop thread, and the
 upstream client is the largest part of it (docs/BENCHMARKS.md, "Per-request cost": h2

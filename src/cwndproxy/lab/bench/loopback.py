@@ -16,7 +16,7 @@ here asserts a speed.
   pure-Python HTTP/2 client.
 
     python -m cwndproxy.lab.bench.loopback [--parts bulk,small,floors] [--size-mib 256] [--rounds 5]
-        [--chunks 8k,1m] [--loops asyncio,uvloop] [--codecs h2,lean] [--requests 20000]
+        [--chunks 8k,1m] [--loops uvloop,asyncio] [--codecs lean,h2] [--requests 20000]
         [--rate 1000] [--out bench/results]
 """
 
@@ -291,11 +291,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--chunks", default="8k,1m", help="nginx http2_chunk_size values")
     parser.add_argument(
-        "--loops", default="asyncio,uvloop", help="proxy event loops, the default first"
+        "--loops", default="uvloop,asyncio", help="proxy event loops, the default first"
     )
     parser.add_argument(
         "--codecs",
-        default="h2,lean",
+        default="lean,h2",
         help="upstream HTTP/2 codecs (pool.http2_codec), the default first; each runs on each loop",
     )
     parser.add_argument(

@@ -4,7 +4,10 @@ Part of ``make bench-loopback`` (``--parts small``). One nginx origin serves a 1
 over TLS h2; in front of it, in the same run:
 
 - **HAProxy** (one thread), TLS h2 to the origin (lab/haproxy.py);
-- **cwnd-proxy** with each event loop, TLS h2 to the origin, no warm-up traffic.
+- **cwnd-proxy** with each event loop and HTTP/2 codec, TLS h2 to the origin, as a plain
+  pool (``--strategy off``: loopback has no window to warm);
+- **cwnd-proxy with its default warm-up** (``auto``, the default pool size), the first
+  loop and codec: what the warm-up engine adds to a request.
 
 Each round runs, for every arm, h2load at full speed over h2c (``-c 10 -m 10``) and over
 HTTP/1.1 (``--h1 -c 50``): requests per second as h2load measured them, and the CPU time the
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cwndproxy.config.settings import PoolConfig
 from cwndproxy.lab.haproxy import HaproxyServer
 from cwndproxy.lab.nginx import NginxServer
 from cwndproxy.lab.ports import free_port
@@ -213,6 +217,20 @@ def small_arms(
             arms.append(
                 SmallArm(f"cwnd-{name}", f"http://127.0.0.1:{proxy.port}/small.bin", (proxy.pid,))
             )
+        # The proxy as it runs by default, warm-up on: the arms above are plain pools
+        # (loopback has no window to warm), and this one shows what the warm-up engine
+        # adds to a request (its controllers hear of the pool's real streams).
+        first_name, first = variants[0]
+        defaults = PoolConfig()
+        warm = [*first, "--strategy", defaults.strategy, "--pool-size", str(defaults.pool_size)]
+        proxy = stack.enter_context(proxy_process([*upstream, *warm]))
+        arms.append(
+            SmallArm(
+                f"cwnd-{first_name} warm-up {defaults.strategy}, pool {defaults.pool_size}",
+                f"http://127.0.0.1:{proxy.port}/small.bin",
+                (proxy.pid,),
+            )
+        )
         for name, source in (baselines or {}).items():
             proxy = stack.enter_context(
                 proxy_process([*upstream, "--loop", loops[0]], source=source)
@@ -224,7 +242,6 @@ def small_arms(
             )
         if processes > 1:
             port = free_port()
-            first_name, first = variants[0]
             shared = [*upstream, *first, "--pool-size", "1", "--reuse-port"]
             group = [
                 stack.enter_context(proxy_process(shared, port=port)) for _ in range(processes)
