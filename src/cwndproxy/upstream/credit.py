@@ -100,6 +100,8 @@ class InboundCredit(h2.windows.WindowManager):
         self._clock = clock
         self._tokens: float | None = None  # None: a full bucket
         self._tokens_at = 0.0
+        # Did the last grant() hold some of the need back? (Then retry_in() says when.)
+        self.held_back = False
 
     @property
     def active(self) -> bool:
@@ -174,6 +176,7 @@ class InboundCredit(h2.windows.WindowManager):
 
     def grant(self) -> int:
         """The increment to send now (0 if none is due, or pacing holds it back)."""
+        self.held_back = False
         need = self._need()
         if not need or not self._active:
             # Idle top-ups are not paced: the server sends nothing while idle, so they can
@@ -183,6 +186,7 @@ class InboundCredit(h2.windows.WindowManager):
         if allowed is None or allowed >= need:
             return need
         # Paced: part now if the part is worth a WINDOW_UPDATE, the rest by retry_in().
+        self.held_back = True
         return int(allowed) if allowed >= self.target // 8 else 0
 
     def retry_in(self) -> float | None:

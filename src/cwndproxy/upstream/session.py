@@ -613,7 +613,9 @@ class H2Session(H2Endpoint):
         """Come back for a grant that the credit's pacing holds back: no DATA may arrive to
         prompt it (the server may have used all its credit while we stalled)."""
         assert self.credit is not None
-        if self._credit_retry is not None or self.is_connection_lost:
+        if not self.credit.held_back or self._credit_retry is not None:
+            return  # (held_back is False on nearly every DATA frame: cheap to ask first)
+        if self.is_connection_lost:
             return
         delay = self.credit.retry_in()
         if delay is not None:

@@ -135,6 +135,8 @@ class WarmupCoordinator:
             real[key] += 1
             self._real_total += 1
         else:
+            if real[key] <= 0:
+                return  # opened before the session was watched: never counted, never told
             real[key] -= 1
             self._real_total -= 1
             if real[key] <= 0:

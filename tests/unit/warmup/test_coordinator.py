@@ -116,3 +116,17 @@ def test_each_member_knows_its_own_streams_and_whether_the_rest_is_busy(
         news = [e for e in member.posts if isinstance(e, m.RealElsewhere)]
         # Alternating: never two starts (or two ends) in a row.
         assert all(x != y for x, y in itertools.pairwise(news))
+
+
+def test_a_stream_from_before_the_watch_is_not_counted_at_its_end() -> None:
+    coord = WarmupCoordinator()
+    a, b = StubSession(), StubSession()
+    stream = StubStream(TrafficKind.REAL)
+    coord.watch(cast(H2Session, a))
+    mb = Recorder(b)
+    coord.add(mb)
+    for listener in a.stream_listeners:  # ends, though its start was never seen
+        listener(cast(UpstreamStream, stream), False)
+    assert coord.real_streams == 0 and mb.posts == []
+    a.stream(True)
+    assert coord.real_streams == 1 and mb.busy_elsewhere() == 1

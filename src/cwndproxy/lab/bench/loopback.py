@@ -324,6 +324,12 @@ def main() -> int:
         "of older commits), each as an arm named NAME, for before/after in one run",
     )
     parser.add_argument(
+        "--baseline-args",
+        default="",
+        help="small part: more proxy arguments for the --baseline-src arms (e.g. "
+        "'--strategy auto --pool-size 4' to set an old checkout's warm-up beside this one's)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="DIR",
         help="small part: also write a py-spy flame graph of each proxy arm into DIR",
@@ -370,6 +376,7 @@ def main() -> int:
                     baselines=dict(
                         pair.split("=", 1) for pair in args.baseline_src.split(",") if pair
                     ),
+                    baseline_args=args.baseline_args.split(),
                 )
             )
             time.sleep(1.0)

@@ -191,11 +191,13 @@ def small_arms(
     *,
     processes: int = 1,
     baselines: dict[str, str] | None = None,
+    baseline_args: list[str] | None = None,
     codecs: list[str] | None = None,
 ) -> Iterator[list[SmallArm]]:
     """The origin, HAProxy and one proxy per event loop, and with ``processes`` > 1 that
     many proxies sharing one port (``--reuse-port``, one pooled connection each), and with
-    ``baselines`` (name: source directory) a proxy run from each (before/after arms).
+    ``baselines`` (name: source directory) a proxy run from each (before/after arms), with
+    ``baseline_args`` added to their arguments.
     ``proxy_process(args, port=None)`` starts a proxy and yields its ``port`` and ``pid``."""
     ca = certs[0]
     with contextlib.ExitStack() as stack:
@@ -233,7 +235,9 @@ def small_arms(
         )
         for name, source in (baselines or {}).items():
             proxy = stack.enter_context(
-                proxy_process([*upstream, "--loop", loops[0]], source=source)
+                proxy_process(
+                    [*upstream, "--loop", loops[0], *(baseline_args or [])], source=source
+                )
             )
             arms.append(
                 SmallArm(
