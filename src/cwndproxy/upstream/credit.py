@@ -187,7 +187,14 @@ class InboundCredit(h2.windows.WindowManager):
             return need
         # Paced: part now if the part is worth a WINDOW_UPDATE, the rest by retry_in().
         self.held_back = True
-        return int(allowed) if allowed >= self.target // 8 else 0
+        return int(allowed) if allowed >= self._step() else 0
+
+    def _step(self) -> float:
+        """The smallest paced grant: an eighth of the target, but never more than the
+        bucket holds (with an RTT factor the target's eighth can exceed the bucket's depth,
+        and a step the bucket never reaches would hold the grant back for good)."""
+        pace = self._pace()
+        return min(self.target // 8, pace[0]) if pace is not None else self.target // 8
 
     def retry_in(self) -> float | None:
         """Seconds until a grant that pacing holds back may go; None if none is held."""
@@ -196,7 +203,7 @@ class InboundCredit(h2.windows.WindowManager):
         pace = self._pace()
         if not need or not self._active or allowed is None or pace is None:
             return None
-        step = min(need, self.target // 8)
+        step = min(need, self._step())
         if allowed >= step:
             return 0.0
         return (step - allowed) / pace[1] + 1e-6  # + a hair: float rounding

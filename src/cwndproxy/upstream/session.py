@@ -463,6 +463,13 @@ class H2Session(H2Endpoint):
             self._early_data.append(data)
             return
         super().data_received(data)
+        if self.credit is not None:
+            # A grant may have been held back by pacing while these bytes were parsed with
+            # no event of ours to follow: DATA on a stream already reset (a cancelled
+            # dummy fetch) is acknowledged inside the codec. Without a retry the server,
+            # its credit used up, sends nothing more: the connection stalls for good
+            # (tests/chaos/test_lossy_link.py caught it).
+            self._schedule_credit_retry()
         self._wake_slot_waiters()
 
     def on_protocol_error(self, exc: h2.exceptions.ProtocolError) -> None:

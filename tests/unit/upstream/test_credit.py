@@ -5,6 +5,7 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.windows
+import pytest
 
 from cwndproxy.upstream.credit import MIN_CREDIT, UNCAPPED, InboundCredit
 
@@ -155,6 +156,38 @@ def test_after_a_stall_the_catch_up_credit_is_paced() -> None:
         assert granted <= B // 4 + 1.5 * B * (clock.now - began) / RTT + 1
     assert granted > (B + B // 2) * 7 // 8, "all of it (but a batched top-up)..."
     assert clock.now - began < RTT, "...within an RTT"
+
+
+@pytest.mark.parametrize("burst_limit", [20_000, 100_000, B])
+@pytest.mark.parametrize("rtt_factor", [1.0, 2.0, 4.0])
+def test_a_held_back_grant_always_goes_out_in_the_end(burst_limit: int, rtt_factor: float) -> None:
+    """Whatever the limit and the RTT factor, every grant pacing holds back goes out at
+    the time retry_in() says (the lossy-link chaos test once stalled for good: with an
+    RTT factor of 4 the smallest grant, an eighth of the target, was more than the bucket
+    could ever hold)."""
+    clock = FakeClock()
+    credit = InboundCredit(clock=clock)
+    credit.burst_limit = burst_limit
+    credit.min_rtt = RTT
+    credit.rtt_factor = rtt_factor
+    credit.window_opened(credit.grant())
+    credit.active = True
+    credit.window_opened(credit.grant())
+    clock.now += RTT
+    credit.window_consumed(credit.current_window_size)  # a stall: all of it arrived at once
+    short = credit._need()
+    granted = 0
+    for _ in range(1000):
+        step = credit.grant()
+        credit.window_opened(step)
+        granted += step
+        wait = credit.retry_in()
+        if wait is None:
+            break
+        clock.now += wait
+    else:
+        raise AssertionError("the grant never went out")
+    assert granted > short - credit.target // 8
 
 
 def test_steady_receipt_at_the_path_rate_is_never_held_back() -> None:
