@@ -72,7 +72,6 @@ class WarmupCoordinator:
     def __init__(self) -> None:
         self.members: list[Member] = []
         self._real: collections.Counter[int] = collections.Counter()  # id(session) -> streams
-        self._real_total = 0
         self._sessions: set[int] = set()
         self._grow_owner: Member | None = None
         self._grow_queue: collections.deque[Member] = collections.deque()
@@ -98,7 +97,7 @@ class WarmupCoordinator:
         own = self._real.get(id(member.session), 0)
         for _ in range(own):
             member.post(m.RealStarted(here=True))
-        if self._real_total > own:
+        if self.real_streams > own:
             member.post(_STARTED_ELSEWHERE)
         if self.idle_timeout is not None:
             member.post(m.IdleTimeoutLearned(self.idle_timeout))
@@ -124,7 +123,7 @@ class WarmupCoordinator:
 
     @property
     def real_streams(self) -> int:
-        return self._real_total
+        return sum(self._real.values())  # one entry per session with real streams
 
     def _on_stream(self, session: H2Session, stream: UpstreamStream, opened: bool) -> None:
         if stream.kind is not TrafficKind.REAL:
@@ -133,18 +132,16 @@ class WarmupCoordinator:
         real = self._real
         if opened:
             real[key] += 1
-            self._real_total += 1
         else:
             if real[key] <= 0:
                 return  # opened before the session was watched: never counted, never told
             real[key] -= 1
-            self._real_total -= 1
             if real[key] <= 0:
                 del real[key]
         # The rest of the pool, seen from another session, went quiet -> busy when it now
         # has exactly this one stream, busy -> quiet when it has none.
         edge = 1 if opened else 0
-        total = self._real_total
+        total = self.real_streams
         for member in list(self.members):
             if member.session is not session:
                 if total - real.get(id(member.session), 0) == edge:
