@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cwndproxy.pool.policy import SlotView
-from cwndproxy.upstream.counters import TrafficCounters, TrafficKind
+from cwndproxy.upstream.counters import TrafficCounters
 from cwndproxy.upstream.session import H2Session
+
+# Without warm-up: no dummy data, warm (nothing to wait for), no window measured.
+_NO_WARMUP = (False, True, 1.0)
 
 
 class SlotState(enum.Enum):
@@ -25,16 +28,10 @@ class SessionWarmth(Protocol):
     implements it; the pool layer does not import the warm-up layer)."""
 
     @property
-    def dummy_active(self) -> bool:
-        """Dummy data in flight: a real response would queue behind it."""
-
-    @property
-    def warm(self) -> bool:
-        """The session's window was grown to its target and is held."""
-
-    @property
-    def window_share(self) -> float:
-        """The window as last measured, in target windows."""
+    def selection_facts(self) -> tuple[bool, bool, float]:
+        """What selection reads of every slot at every request, at once: dummy data in
+        flight (a real response would queue behind it); warm (the window was grown to its
+        target and is held); the window as last measured, in target windows."""
 
     @property
     def state_name(self) -> str:
@@ -91,22 +88,17 @@ class PoolSlot:
         return self.state is SlotState.READY and self.session is not None and self.session.is_usable
 
     def view(self) -> SlotView:
+        # Built for every slot at every request: one call into the session and one into
+        # the controller, not a property chain per field.
         s = self.session
-        free = 0
+        free = real = 0
+        ready = False
         if s is not None:
-            budget_left = s.budget_left
-            free = s.free_stream_slots - s.opening.total()
-            free = max(0, free if budget_left is None else min(free, budget_left))
-        return SlotView(
-            slot=self.index,
-            ready=self.ready,
-            real_streams=s.real_active + s.opening[TrafficKind.REAL] if s else 0,
-            free_stream_slots=free,
-            last_chosen=self.last_chosen,
-            dummy_active=bool(self.controller and self.controller.dummy_active),
-            warm=self.controller is None or bool(self.controller.warm),
-            score=1.0 if self.controller is None else float(self.controller.window_share),
-        )
+            free, real = s.selection_counts()
+            ready = self.state is SlotState.READY and s.is_usable
+        controller = self.controller
+        dummy, warm, score = _NO_WARMUP if controller is None else controller.selection_facts
+        return SlotView(self.index, ready, real, free, self.last_chosen, dummy, warm, score)
 
     @property
     def counters(self) -> TrafficCounters:

@@ -385,6 +385,17 @@ class H2Session(H2Endpoint):
             return None
         return max(0, self.stream_budget - self.streams_opened - self.opening.total())
 
+    def selection_counts(self) -> tuple[int, int]:
+        """Stream slots free for one more request (the peer's limit and the stream budget,
+        less the streams waiting to open), and the real streams open or opening: what the
+        pool's choice reads of every session at every request, in one call."""
+        opening = self.opening
+        waiting = opening.total()
+        free = max(0, self._peer_max_streams - len(self.streams)) - waiting
+        if self.stream_budget is not None:
+            free = min(free, self.stream_budget - self.streams_opened - waiting)
+        return max(0, free), self.real_active + opening[TrafficKind.REAL]
+
     @property
     def recycled(self) -> bool:
         """The session ended gracefully: the upstream sent GOAWAY with NO_ERROR (nginx does
@@ -525,10 +536,10 @@ class H2Session(H2Endpoint):
                 return
             stream._push(event.data, event.flow_controlled_length)
             self.counters.add_rx(stream.kind, len(event.data))
-            if self.credit is not None:
-                self._update_credit()
             if event.stream_ended is not None:
-                self._on_remote_end(stream)
+                self._on_remote_end(stream)  # updates the credit (once, not twice)
+            elif self.credit is not None:
+                self._update_credit()
         elif isinstance(event, ev.ResponseReceived):
             stream = self.streams.get(event.stream_id)
             if stream is not None and not stream.response.done():

@@ -106,7 +106,9 @@ class WarmupController:
         clock: Callable[[], float] = time.monotonic,
         coordinator: WarmupCoordinator | None = None,
     ) -> None:
-        self._session = session
+        # An attribute, not a property: the coordinator reads it of every member at each
+        # real stream's start and end.
+        self.session = session
         self.settings = settings
         self.index = index
         self._clock = clock
@@ -152,10 +154,6 @@ class WarmupController:
 
     # -- what the pool, the dashboard and the exporter read ------------------------------------
     @property
-    def session(self) -> H2Session:
-        return self._session
-
-    @property
     def state(self) -> WarmState:
         return self.core.state
 
@@ -172,12 +170,13 @@ class WarmupController:
         return self.core.warm
 
     @property
-    def dummy_active(self) -> bool:
-        return self.core.dummy_active
+    def selection_facts(self) -> tuple[bool, bool, float]:
+        core = self.core
+        return bool(core.jobs), core.warm, core.window_share
 
     @property
-    def window_share(self) -> float:
-        return self.core.window_share
+    def flight_floor(self) -> float:
+        return self.core.flight_floor
 
     @property
     def note(self) -> str:
@@ -244,7 +243,7 @@ class WarmupController:
                 task.cancel()
 
     async def _run(self) -> None:
-        session = self._session
+        session = self.session
         watcher = asyncio.get_running_loop().create_task(self._watch_session())
         sampler = asyncio.get_running_loop().create_task(self._sample_rates())
         self._aux.update((watcher, sampler))
@@ -259,10 +258,10 @@ class WarmupController:
                 wake = self.core.wake_at
                 event: m.Event
                 if not self._events.empty():
-                    # Every real stream in the pool posts here as it starts and ends: under
-                    # load several wait at once. Taken as they are: a timeout armed around a
-                    # get() that returns at once never fires, so this is the same, without
-                    # a timer made and cancelled per event.
+                    # Several events may wait at once (a busy edge, a dummy job's end, a
+                    # sample). Taken as they are: a timeout armed around a get() that
+                    # returns at once never fires, so this is the same, without a timer
+                    # made and cancelled per event.
                     self._feed(self._events.get_nowait())
                     continue
                 try:
@@ -279,10 +278,10 @@ class WarmupController:
                 task.cancel()
 
     async def _watch_session(self) -> None:
-        await self._session.unusable.wait()
-        self.coordinator.session_ended(self._session)
-        draining = self._session.state is SessionState.DRAINING
-        self.post(m.SessionEnded(draining, self._session.close_reason or ""))
+        await self.session.unusable.wait()
+        self.coordinator.session_ended(self.session)
+        draining = self.session.state is SessionState.DRAINING
+        self.post(m.SessionEnded(draining, self.session.close_reason or ""))
 
     # -- events in, commands out ------------------------------------------------------------------
     def _feed(self, event: m.Event) -> None:
@@ -344,13 +343,13 @@ class WarmupController:
         elif isinstance(command, m.ReleaseGrowSlot):
             self.coordinator.release_grow(self)
         elif isinstance(command, m.LimitBurst):
-            self._session.limit_burst(command.size)
+            self.session.limit_burst(command.size)
         elif isinstance(command, m.PaceSends):
             self._setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, int(command.rate))
         # WakeAt: the run loop reads core.wake_at.
 
     def _setsockopt(self, level: int, option: int, value: int) -> None:
-        sock = self._session.socket
+        sock = self.session.socket
         if sock is None:
             return
         try:
@@ -365,7 +364,7 @@ class WarmupController:
 
     async def _ping(self, timeout: float) -> None:
         try:
-            rtt = await self._session.ping(timeout=timeout)
+            rtt = await self.session.ping(timeout=timeout)
         except (UpstreamError, TimeoutError):
             self.post(m.PingMissed())
         else:
@@ -391,7 +390,7 @@ class WarmupController:
             self.no_slot_refusals += 1
             event = m.DummyFailed(job, m.Failure.NO_SLOT)
         except UpstreamError as exc:
-            lost = self._session.unusable.is_set()
+            lost = self.session.unusable.is_set()
             event = m.DummyFailed(job, m.Failure.LOST if lost else m.Failure.CANCELLED, str(exc))
         except Exception as exc:  # a bug: say it, and let the core know the job is over
             log.exception("warm-up job of session %d failed", self.index)
@@ -407,7 +406,7 @@ class WarmupController:
         if self.download is not None and size > 0:
             fetched = await self.download.fetch(size)
             received = fetched.received
-            if self._session.min_rtt is not None:
+            if self.session.min_rtt is not None:
                 flight = Flight(fetched.first_rtt_bytes, fetched.received)
         if self.upload is not None:
             if size > 0:
@@ -416,7 +415,7 @@ class WarmupController:
         return m.DummyDone(job, received, flight, sender)
 
     def _sender_window(self) -> int | None:
-        sock = self._session.socket
+        sock = self.session.socket
         if sock is None:
             return None
         try:
@@ -448,7 +447,7 @@ class WarmupController:
         them."""
 
         def total() -> tuple[int, int]:
-            c = self._session.counters
+            c = self.session.counters
             return c.dummy_rx + c.real_rx, c.dummy_tx + c.real_tx
 
         last_rx, last_tx = total()

@@ -2,12 +2,13 @@
 
 - Real traffic anywhere in the pool is reported to every controller: ``auto`` pauses its
   grows and checks while any real transfer runs (they would share the bottleneck with it),
-  ``burst`` shrinks its bursts to keep-alives. A controller hears of its own session's
-  real streams one by one (their ends carry the flight that verifies its window), and of
-  the rest of the pool only when it goes from quiet to busy and back: its decisions read
-  no more than that, and news of every stream on every other session was a wake-up of
-  every controller per request (measured: warm-up on cost a small request 42-51% more
-  CPU than a plain pool, docs/BENCHMARKS.md).
+  ``burst`` shrinks its bursts to keep-alives. A controller hears of its own session and
+  of the rest of the pool only when each goes from quiet to busy and back, and of a
+  response that ended in the middle of its session's busy period only when what that
+  response carried can tell about the window (``RealFlight``): its decisions read no
+  more than that, and news of every stream was a wake-up of a controller per stream
+  start and end (measured: warm-up on cost a small request 24-51% more CPU than a plain
+  pool, docs/BENCHMARKS.md).
 - One session grows its window at a time (the grow slot, first come first served), so a
   grow gets the whole path and reaches one path BDP instead of a share of it.
 """
@@ -35,7 +36,12 @@ class Member(Protocol):
 
     def post(self, event: m.Event) -> None: ...
 
+    @property
+    def flight_floor(self) -> float:
+        """The fewest bytes a response must carry to give a verdict on the window."""
 
+
+_STARTED_HERE = m.RealStarted(here=True)
 _STARTED_ELSEWHERE = m.RealElsewhere(started=1)
 _ENDED_ELSEWHERE = m.RealElsewhere(ended=1)
 
@@ -46,16 +52,29 @@ def flight_of(stream: UpstreamStream) -> Flight | None:
     return Flight(stream.first_rtt_bytes, stream.bytes_received, tail_rate(stream))
 
 
+def telling_flight(stream: UpstreamStream, floor: float) -> Flight | None:
+    """The flight of a response, if it can tell a controller about the window: at least
+    ``floor`` bytes (a verdict), or three RTTs long (a tail rate). Most responses are too
+    small for either, and cost nothing more then."""
+    if stream.bytes_received < floor and not _lasted_three_rtts(stream):
+        return None
+    return flight_of(stream)
+
+
+def _lasted_three_rtts(stream: UpstreamStream) -> bool:
+    # Shorter, and the response's end still carries its start.
+    rtt, arrivals, first = stream.flight_window, stream.arrivals, stream.first_data_at
+    return not (rtt is None or not arrivals or first is None or arrivals[-1][0] - first < 3 * rtt)
+
+
 def tail_rate(stream: UpstreamStream) -> float | None:
     """Bits per second over the last two (minimum) RTTs of the response; None when it
-    lasted less than three RTTs (then its end still carries its start)."""
-    rtt = stream.flight_window
-    arrivals = stream.arrivals
-    if rtt is None or not arrivals or stream.first_data_at is None:
+    lasted less than three RTTs."""
+    if not _lasted_three_rtts(stream):
         return None
+    rtt, arrivals = stream.flight_window, stream.arrivals
+    assert rtt is not None
     end, total = arrivals[-1]
-    if end - stream.first_data_at < 3 * rtt:
-        return None
     start = end - 2 * rtt
     before = None
     for at, so_far in arrivals:
@@ -95,8 +114,8 @@ class WarmupCoordinator:
         self.members.append(member)
         # Real streams already running: the newcomer must not grow beside them.
         own = self._real.get(id(member.session), 0)
-        for _ in range(own):
-            member.post(m.RealStarted(here=True))
+        if own:
+            member.post(_STARTED_HERE)
         if self.real_streams > own:
             member.post(_STARTED_ELSEWHERE)
         if self.idle_timeout is not None:
@@ -138,19 +157,22 @@ class WarmupCoordinator:
             real[key] -= 1
             if real[key] <= 0:
                 del real[key]
-        # The rest of the pool, seen from another session, went quiet -> busy when it now
-        # has exactly this one stream, busy -> quiet when it has none.
+        # A session, or the rest of the pool seen from another session, went quiet -> busy
+        # when it now has exactly this one stream, busy -> quiet when it has none.
         edge = 1 if opened else 0
         total = self.real_streams
-        for member in list(self.members):
+        here = real.get(key, 0)
+        for member in self.members:
             if member.session is not session:
                 if total - real.get(id(member.session), 0) == edge:
                     # Coalesced in the member's inbox with the others since its last turn.
                     member.post(_STARTED_ELSEWHERE if opened else _ENDED_ELSEWHERE)
-            elif opened:
-                member.post(m.RealStarted(here=True))
-            else:
-                member.post(m.RealEnded(here=True, flight=flight_of(stream)))
+            elif here == edge:
+                member.post(_STARTED_HERE if opened else m.RealEnded(True, flight_of(stream)))
+            elif not opened:
+                flight = telling_flight(stream, member.flight_floor)
+                if flight is not None:
+                    member.post(m.RealFlight(flight))
 
     # -- the grow slot ------------------------------------------------------------------------
     def request_grow(self, member: Member) -> None:

@@ -37,8 +37,10 @@ from cwndproxy.warmup.policy import (
     RAMP_REACH,
     UNKNOWN_WINDOW_SHARE,
     WINDOW_LOST,
+    WINDOW_REACHED,
     Action,
     BurstPlan,
+    Flight,
     RateSample,
     WarmEvent,
     WarmState,
@@ -239,7 +241,7 @@ class WarmupCore:
         self._out = []
         handler = getattr(self, f"_on_{type(event).__name__}")
         handler(event)
-        if isinstance(event, m.DummyDone | m.DummyFailed) or (
+        if isinstance(event, m.DummyDone | m.DummyFailed | m.RealFlight) or (
             isinstance(event, m.RealStarted | m.RealEnded) and event.here
         ):
             # A stream on this session: the upstream's idle clock starts again.
@@ -370,15 +372,8 @@ class WarmupCore:
             return
         self.real_pool = max(0, self.real_pool - 1)
         self.real_here = max(0, self.real_here - 1)
-        if self.settings.strategy == "auto" and event.flight is not None and self.window:
-            verdict = window_verdict(event.flight, self.window)
-            if verdict is WindowVerdict.HELD:
-                self._window_held(event.flight.first_rtt_bytes)
-            elif verdict is WindowVerdict.LOST:
-                self._window_lost(event.flight.first_rtt_bytes)
-        if event.flight is not None and event.flight.tail_bps is not None and self.min_rtt:
-            # The window the response ended with: newer than what its first flight showed.
-            self.window_share_seen = event.flight.tail_bps / 8 * self.min_rtt / self.window
+        if event.flight is not None:
+            self._judge(event.flight)
         if self.state is WarmState.SERVING and self.real_here == 0:
             regrow = self.settings.strategy == "auto" and self.can_grow
             regrow = regrow and (self._lost_pending or not self.grown_once)
@@ -387,6 +382,30 @@ class WarmupCore:
             self._fire(WarmEvent.WINDOW_LOST if regrow else WarmEvent.REAL_ENDED)
         elif self.real_pool == 0:
             self._maybe_grow()
+
+    def _on_RealFlight(self, event: m.RealFlight) -> None:
+        self._judge(event.flight)
+
+    def _judge(self, flight: Flight) -> None:
+        """What a real response showed of the window: held or lost (its first flight), and
+        the window it ended with (its tail)."""
+        if self.settings.strategy == "auto" and self.window:
+            verdict = window_verdict(flight, self.window)
+            if verdict is WindowVerdict.HELD:
+                self._window_held(flight.first_rtt_bytes)
+            elif verdict is WindowVerdict.LOST:
+                self._window_lost(flight.first_rtt_bytes)
+        if flight.tail_bps is not None and self.min_rtt:
+            # The window the response ended with: newer than what its first flight showed.
+            self.window_share_seen = flight.tail_bps / 8 * self.min_rtt / self.window
+
+    @property
+    def flight_floor(self) -> float:
+        """The fewest bytes a real response must carry for its first flight to give a
+        verdict on the window (window_verdict); infinite while no verdict is wanted."""
+        if self.settings.strategy == "auto" and self.window:
+            return self.window * WINDOW_REACHED
+        return math.inf
 
     def _on_DummyDone(self, event: m.DummyDone) -> None:
         purpose = self.jobs.pop(event.job, None)

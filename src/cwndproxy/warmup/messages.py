@@ -50,13 +50,28 @@ class RateSampled:
 
 @dataclass(frozen=True)
 class RealStarted:
+    """Real traffic began: with ``here``, this session went from no real stream to one (the
+    coordinator posts only that edge; the core also takes them one by one)."""
+
     here: bool  # on this session, or elsewhere in the pool
 
 
 @dataclass(frozen=True)
 class RealEnded:
+    """Real traffic ended: with ``here``, this session's last real stream ended."""
+
     here: bool
     flight: Flight | None = None  # what the response's first round trip carried
+
+
+@dataclass(frozen=True)
+class RealFlight:
+    """A real response on this session ended while others still run here, and what its
+    first round trip carried can tell about the window (a verdict, or a tail rate). The
+    session's ends in the middle of a busy period are not news otherwise: ``RealStarted``
+    and ``RealEnded`` mark only the edges of its busy periods."""
+
+    flight: Flight
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,7 @@ Event = (
     | RateSampled
     | RealStarted
     | RealEnded
+    | RealFlight
     | RealElsewhere
     | DummyDone
     | DummyFailed

@@ -231,7 +231,10 @@ async def test_dummy_and_real_headers_never_mix(
     config.pool.warm_up_download_path = "/cwnd/blob?size=20000000"
     config.pool.warm_up_headers = {"authorization": "Bearer dummy-secret", "x-warm": "1"}
     async with make_proxy(config) as proxy:
-        await wait_for(lambda: all(s.controller and s.controller.warm for s in proxy.pool.slots))
+        warm = ("holding", "serving")
+        await wait_for(
+            lambda: all(s.controller and s.controller.state_name in warm for s in proxy.pool.slots)
+        )
         reader, writer = await asyncio.open_connection("127.0.0.1", config.server.port)
         for _ in range(3):
             writer.write(

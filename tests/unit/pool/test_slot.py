@@ -10,9 +10,7 @@ from cwndproxy.pool.slot import PoolSlot, SessionWarmth
 
 @dataclass
 class Warmth:
-    dummy_active: bool = False
-    warm: bool = True
-    window_share: float = 1.0
+    selection_facts: tuple[bool, bool, float] = (False, True, 1.0)
     state_name: str = "holding"
     state_since: float = 0.0
     note: str = ""
@@ -28,7 +26,7 @@ def test_a_slot_without_warm_up_counts_as_warm_with_no_window_information() -> N
 
 
 def test_the_view_carries_the_warm_up_state() -> None:
-    warmth: SessionWarmth = Warmth(dummy_active=True, warm=False, window_share=0.7)
+    warmth: SessionWarmth = Warmth(selection_facts=(True, False, 0.7))
     view = PoolSlot(index=3, controller=warmth).view()
     assert view.slot == 3
     assert (view.dummy_active, view.warm, view.score) == (True, False, 0.7)

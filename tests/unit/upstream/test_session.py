@@ -359,6 +359,38 @@ async def test_stream_budget_retires_the_session_after_its_last_stream() -> None
     assert await last.read() == b"ok"
 
 
+async def test_selection_counts_take_the_peer_limit_the_budget_and_waiting_streams() -> None:
+    """What the pool's choice reads of a session: free slots for one more request and the
+    real streams open or waiting to open (dummy ones are not real traffic)."""
+    session, wire = make_session()
+    peer = Peer(session, wire)
+    peer.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 3})
+    peer.pump()
+    peer.pump()
+    assert session.selection_counts() == (3, 0)
+    first = await session.open_stream("GET", "/a", [], end_stream=True)
+    await session.open_stream("GET", "/b", [], end_stream=True, kind=TrafficKind.DUMMY)
+    await session.open_stream("GET", "/c", [], end_stream=True)
+    assert session.selection_counts() == (0, 2)
+    waiting = asyncio.ensure_future(session.open_stream("GET", "/d", [], end_stream=True))
+    await asyncio.sleep(0)
+    assert session.selection_counts() == (0, 3), "a request waiting for a slot counts"
+    peer.pump()
+    peer.respond(first.stream_id, 200, b"ok")
+    peer.pump()
+    assert await first.read() == b"ok" and await first.read() == b""
+    await waiting
+    assert session.selection_counts() == (0, 2)
+
+    budgeted, wire = make_session()
+    Peer(budgeted, wire).pump()
+    budgeted.set_stream_budget(5, headroom=1)
+    for path in ("/a", "/b"):
+        await budgeted.open_stream("GET", path, [], end_stream=True)
+    free = budgeted.free_stream_slots
+    assert free > 3 and budgeted.selection_counts() == (3, 2), "the budget is the bound"
+
+
 async def test_a_woken_waiter_does_not_open_a_stream_on_a_retired_session() -> None:
     """A request queued for a stream slot is woken when one frees; if the session was
     retired in between, it must fail as unprocessed, not send HEADERS the upstream refuses."""
@@ -395,6 +427,7 @@ async def test_free_stream_slots_follow_h2s_own_count_through_every_ending() -> 
     def agree() -> None:
         assert len(session.streams) == session.conn.count_open_outbound_streams()
         assert session.free_stream_slots == 10 - session.conn.count_open_outbound_streams()
+        assert session.selection_counts()[0] == session.free_stream_slots
 
     done = await session.open_stream("GET", "/done", [], end_stream=True)
     upload = await session.open_stream("POST", "/upload", [], end_stream=False)

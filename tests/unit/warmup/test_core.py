@@ -14,8 +14,10 @@ from cwndproxy.warmup.policy import (
     GROW_MAX_FETCHES,
     Flight,
     WarmState,
+    WindowVerdict,
     hold_ping_interval,
     target_window,
+    window_verdict,
 )
 
 RTT = 0.080
@@ -249,6 +251,33 @@ def test_a_real_response_that_shows_the_window_held_counts_as_a_check() -> None:
     pb.at(2.5) >> m.RealEnded(here=True, flight=Flight(int(0.9 * W), 4 * W))
     pb.done()
     assert pb.state() is WarmState.HOLDING and pb.core.verified is True
+
+
+def test_a_flight_in_the_middle_of_a_busy_period_is_judged_and_the_session_keeps_serving() -> None:
+    pb = grown_auto()
+    pb.at(2.0) >> m.RealStarted(here=True)
+    pb.at(2.5) >> m.RealFlight(Flight(int(0.9 * W), 4 * W))
+    pb.done()
+    assert pb.state() is WarmState.SERVING and pb.core.verified is True
+    pb.at(2.9) >> m.RealFlight(Flight(14_480, 4 * W))
+    pb.done()
+    assert pb.state() is WarmState.SERVING, "real traffic still runs here: no grow beside it"
+    assert pb.core.lost_streak == 1
+    # The busy period's end (its last response too small to tell) grows the lost window.
+    pb.at(3.0) >> m.RealEnded(here=True, flight=Flight(1024, 1024)) << m.RequestGrowSlot
+    pb.done()
+    assert pb.state() is WarmState.RAMPING
+
+
+def test_the_flight_floor_is_where_a_verdict_begins() -> None:
+    pb = grown_auto()
+    floor = pb.core.flight_floor
+    assert 0 < floor <= W
+    below = Flight(int(floor) - 1, int(floor) - 1)
+    assert window_verdict(below, pb.core.window) is WindowVerdict.UNKNOWN
+    at = Flight(math.ceil(floor), math.ceil(floor))
+    assert window_verdict(at, pb.core.window) is not WindowVerdict.UNKNOWN
+    assert core("ping").flight_floor == math.inf, "no verdict wanted before a window is known"
 
 
 def test_ping_interval_follows_the_minimum_rtt_not_a_queued_one() -> None:
