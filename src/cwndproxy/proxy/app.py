@@ -197,7 +197,8 @@ class ForwardingApp:
             # it has run for WATCH_DELAY.
             suspect = h2 and connection.suspect
             watch = ClientWatch(receive, body, later=None if suspect else self.watch_starts)
-            if h2 and await watch.left_before_forwarding(burst=suspect):
+            # (A watch that waits for its delay has seen nothing yet: no coroutine to ask.)
+            if h2 and watch.started and await watch.left_before_forwarding(burst=suspect):
                 connection.early_resets += 1
                 await watch.aclose()
                 return
@@ -224,7 +225,8 @@ class ForwardingApp:
             if watch is not None:
                 if watch.has_left and answer.status is None:
                     connection.early_resets += 1
-                await watch.aclose()
+                if not watch.close_unstarted():
+                    await watch.aclose()
 
     async def _forward(self, request: ClientRequest, receive: Receive, trailers_ok: bool) -> None:
         method, path, headers, body = request.method, request.path, request.headers, request.body
@@ -388,7 +390,7 @@ class _Exchange:
             stream.cancel()
             raise
         finally:
-            if watcher is not None:
+            if watcher is not None and not watcher.close_unstarted():
                 await watcher.aclose()
             if pump is not None:
                 if not pump.done():
@@ -429,13 +431,14 @@ class _Exchange:
         if want_trailers:
             start["trailers"] = True
         self.response_started = True
-        await _send_within(send, start, write_timeout)
         if not want_trailers and stream.body_complete:
             # The whole body came with the first read (a small response): one message
             # with more_body False instead of the body and an empty closing one. Each ASGI
-            # send is a round trip to the server's thread.
-            await _send_within(send, {"type": "http.response.body", "body": first}, write_timeout)
+            # send is a round trip to the server's thread. One deadline covers both.
+            body: Message = {"type": "http.response.body", "body": first}
+            await _send_within(send, start, write_timeout, then=body)
             return
+        await _send_within(send, start, write_timeout)
         chunk = first
         while chunk:
             await _send_within(
@@ -457,11 +460,16 @@ class _Exchange:
             )
 
 
-async def _send_within(send: Send, message: Message, timeout: float) -> None:
+async def _send_within(
+    send: Send, message: Message, timeout: float, *, then: Message | None = None
+) -> None:
+    """Send ``message`` (and ``then``, if given) to the client within ``timeout``."""
     watch = deadlines()
     task = watch.arm(timeout)
     try:
         await send(message)
+        if then is not None:
+            await send(then)
     except asyncio.CancelledError:
         if watch.expired(task):
             raise ClientGone(f"client did not take data for {timeout:.0f}s") from None

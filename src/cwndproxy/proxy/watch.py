@@ -139,10 +139,19 @@ class ClientWatch:
                     await self.left.wait()
         return self.has_left
 
-    async def aclose(self) -> None:
+    def close_unstarted(self) -> bool:
+        """Close a watch that never started, without a coroutine (most requests end
+        before WATCH_DELAY); False if it started: then ``aclose`` must be awaited."""
+        if self._task is not None:
+            return False
         if self._starts is not None:
             self._starts.discard(self)
             self._starts = None
+        return True
+
+    async def aclose(self) -> None:
+        if self.close_unstarted():
+            return
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

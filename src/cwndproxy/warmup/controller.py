@@ -149,6 +149,9 @@ class WarmupController:
         self._aux: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_state = self.core.state
+        # What the pool's choice reads of this session at every request, refreshed after
+        # each event: only the core's handling of an event changes it.
+        self.selection_facts = self._selection_facts()
         self.coordinator = coordinator or WarmupCoordinator()
         self.coordinator.add(self)
 
@@ -168,11 +171,6 @@ class WarmupController:
     @property
     def warm(self) -> bool:
         return self.core.warm
-
-    @property
-    def selection_facts(self) -> tuple[bool, bool, float]:
-        core = self.core
-        return bool(core.jobs), core.warm, core.window_share
 
     @property
     def flight_floor(self) -> float:
@@ -237,6 +235,7 @@ class WarmupController:
             log.exception("warm-up of session %d stopped", self.index)
             self.core.last_error = f"internal error: {exc}"
             self.core.state = WarmState.FAILED
+            self.selection_facts = self._selection_facts()
         finally:
             self.coordinator.remove(self)
             for task in [*self._jobs.values(), *self._aux]:
@@ -283,10 +282,15 @@ class WarmupController:
         draining = self.session.state is SessionState.DRAINING
         self.post(m.SessionEnded(draining, self.session.close_reason or ""))
 
+    def _selection_facts(self) -> tuple[bool, bool, float]:
+        core = self.core
+        return core.dummy_active, core.warm, core.window_share
+
     # -- events in, commands out ------------------------------------------------------------------
     def _feed(self, event: m.Event) -> None:
         for command in self.core.handle(event, self._clock()):
             self._execute(command)
+        self.selection_facts = self._selection_facts()
         if log.isEnabledFor(logging.DEBUG):
             self._trace(event)
         if self.core.state is not self._last_state:

@@ -90,6 +90,7 @@ def tail_rate(stream: UpstreamStream) -> float | None:
 class WarmupCoordinator:
     def __init__(self) -> None:
         self.members: list[Member] = []
+        self._member_of: dict[int, Member] = {}  # id(session) -> its member
         self._real: collections.Counter[int] = collections.Counter()  # id(session) -> streams
         self._sessions: set[int] = set()
         self._grow_owner: Member | None = None
@@ -112,6 +113,7 @@ class WarmupCoordinator:
     def add(self, member: Member) -> None:
         self.watch(member.session)
         self.members.append(member)
+        self._member_of[id(member.session)] = member
         # Real streams already running: the newcomer must not grow beside them.
         own = self._real.get(id(member.session), 0)
         if own:
@@ -138,6 +140,8 @@ class WarmupCoordinator:
     def remove(self, member: Member) -> None:
         if member in self.members:
             self.members.remove(member)
+        if self._member_of.get(id(member.session)) is member:
+            del self._member_of[id(member.session)]
         self.release_grow(member)
 
     @property
@@ -160,19 +164,25 @@ class WarmupCoordinator:
         # A session, or the rest of the pool seen from another session, went quiet -> busy
         # when it now has exactly this one stream, busy -> quiet when it has none.
         edge = 1 if opened else 0
-        total = self.real_streams
         here = real.get(key, 0)
+        if here > edge:
+            # This session stays busy, so it crosses no edge, and neither does the rest of
+            # the pool as any other member sees it (this session's streams are in it): only
+            # a telling flight is news. Under load nearly every stream ends up here, O(1).
+            own = self._member_of.get(key)
+            if own is not None and not opened:
+                flight = telling_flight(stream, own.flight_floor)
+                if flight is not None:
+                    own.post(m.RealFlight(flight))
+            return
+        total = self.real_streams
         for member in self.members:
             if member.session is not session:
                 if total - real.get(id(member.session), 0) == edge:
                     # Coalesced in the member's inbox with the others since its last turn.
                     member.post(_STARTED_ELSEWHERE if opened else _ENDED_ELSEWHERE)
-            elif here == edge:
+            else:
                 member.post(_STARTED_HERE if opened else m.RealEnded(True, flight_of(stream)))
-            elif not opened:
-                flight = telling_flight(stream, member.flight_floor)
-                if flight is not None:
-                    member.post(m.RealFlight(flight))
 
     # -- the grow slot ------------------------------------------------------------------------
     def request_grow(self, member: Member) -> None:
