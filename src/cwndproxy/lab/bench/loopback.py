@@ -17,7 +17,7 @@ here asserts a speed.
 
     python -m cwndproxy.lab.bench.loopback [--parts bulk,small,floors] [--size-mib 256] [--rounds 5]
         [--chunks 8k,1m] [--loops uvloop,asyncio] [--codecs lean,h2] [--requests 20000]
-        [--rate 1000] [--out bench/results]
+        [--small-rounds 12] [--small-requests 5000] [--rate 1000] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -304,7 +304,20 @@ def main() -> int:
         help="add an h2c arm whose proxy renders the live dashboard",
     )
     parser.add_argument(
-        "--requests", type=int, default=20000, help="requests per h2load run (small part)"
+        "--requests",
+        type=int,
+        default=20000,
+        help="requests per h2load run of the floors and of a --profile run",
+    )
+    parser.add_argument(
+        "--small-rounds",
+        type=int,
+        default=12,
+        help="rounds of the small part: many short ones (this machine's noise moves on a "
+        "scale of seconds; each ratio to HAProxy is taken within a round)",
+    )
+    parser.add_argument(
+        "--small-requests", type=int, default=5000, help="requests per h2load run (small part)"
     )
     parser.add_argument(
         "--rate", type=int, default=1000, help="req/s of the latency runs (small part)"
@@ -387,9 +400,11 @@ def main() -> int:
                         svg = Path(args.profile) / f"flame-{name}.svg"
                         small_requests.profile(small_arm, svg, requests=args.requests)
             small_requests.run_rounds(
-                small, rounds=args.rounds, requests=args.requests, rate=args.rate
+                small, rounds=args.small_rounds, requests=args.small_requests, rate=args.rate
             )
-            results["small"] = small_requests.report(small, rounds=args.rounds, rate=args.rate)
+            results["small"] = small_requests.report(
+                small, rounds=args.small_rounds, rate=args.rate
+            )
         if "floors" in parts:
             results["floors"] = floors.run_floors(
                 tmp, certs, rounds=args.rounds, requests=args.requests
@@ -401,6 +416,8 @@ def main() -> int:
         "size_mib": args.size_mib,
         "rounds": args.rounds,
         "requests": args.requests,
+        "small_rounds": args.small_rounds,
+        "small_requests": args.small_requests,
         "rate": args.rate,
         "cpus": os.cpu_count(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -14,9 +14,15 @@ HTTP/1.1 (``--h1 -c 50``): requests per second as h2load measured them, and the 
 proxy process used meanwhile (utime + stime from ``/proc/PID/stat``, all threads) per
 request. Then h2load at a fixed rate (``--rps``, 1,000 req/s in all over h2c) against the
 origin directly and through every arm: latency p50 and p99 from h2load's per-request log.
-The rounds interleave the arms so the noise of this shared machine hits them alike; the
-report gives medians and ratios to HAProxy. h2load, nginx and the proxy share the machine's
-cores: ratios, not absolute rates, are the result.
+h2load, nginx and the proxy share the machine's cores: ratios, not absolute rates, are the
+result.
+
+The noise of this shared machine moves on a scale of seconds (three identical proxies,
+run one after another, differed by up to 1.5x within one round of 20,000 requests each).
+So the rounds are many and short, their order alternates (first to last, then last to
+first), and each ratio to HAProxy is taken within a round, where the two ran seconds
+apart: the report gives the median of those paired ratios and their quartiles, not a
+ratio of two medians.
 
 nginx keeps a connection for 100,000 requests here (its default is 1,000): the subject is
 the cost of a request, not of reconnecting (which the soak tests cover).
@@ -25,6 +31,7 @@ the cost of a request, not of reconnecting (which the soak tests cover).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -265,8 +272,10 @@ def run_rounds(arms: list[SmallArm], *, rounds: int, requests: int, rate: int) -
     h1 = ["-n", str(requests), "-c", "50", "--h1"]
     for arm in arms:  # warm pools, caches and TLS sessions; not recorded
         h2load(arm.url, ["-n", "2000", "-c", "10", "-m", "10"])
-    for _ in range(rounds):
-        for arm in arms:
+    for number in range(rounds):
+        # Alternate the order, so that no arm always runs right after the same one.
+        ordered = arms if number % 2 == 0 else arms[::-1]
+        for arm in ordered:
             if not arm.pids:
                 continue
             for proto, args in (("h2c", h2c), ("h1", h1)):
@@ -275,11 +284,30 @@ def run_rounds(arms: list[SmallArm], *, rounds: int, requests: int, rate: int) -
                 arm.add(f"{proto}_cpu_us", result.cpu_us_per_request)
                 arm.add(f"{proto}_loop_us", result.loop_us_per_request)
                 arm.add(f"{proto}_failed", result.failed)
-        for arm in arms:
+        for arm in ordered:
             p50, p99 = latency_ms(arm.url, rate=rate, requests=max(rate, requests // 2))
             arm.add("p50_ms", p50)
             arm.add("p99_ms", p99)
         time.sleep(0.5)
+
+
+def paired_ratios(arm: SmallArm, peer: SmallArm, key: str) -> list[float]:
+    """``arm``'s value over ``peer``'s, round by round (both ran in the same round)."""
+    return [
+        mine / theirs
+        for mine, theirs in zip(arm.samples.get(key, []), peer.samples.get(key, []), strict=False)
+        if mine and theirs and not (math.isnan(mine) or math.isnan(theirs))  # NaN: no log
+    ]
+
+
+def ratio_summary(ratios: list[float]) -> tuple[float, float, float] | None:
+    """Median and quartiles of paired ratios (None without any)."""
+    if not ratios:
+        return None
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return median, q1, q3
 
 
 def _py_spy() -> str:
@@ -314,12 +342,13 @@ def report(arms: list[SmallArm], *, rounds: int, rate: int) -> dict[str, Any]:
     peer = next(a for a in arms if a.name == "haproxy")
 
     def ratio(arm: SmallArm, key: str) -> str:
-        mine, theirs = arm.median(key), peer.median(key)
-        return f"{mine / theirs:.2f}" if mine and theirs else "-"
+        summary = ratio_summary(paired_ratios(arm, peer, key))
+        return "-" if summary is None else f"{summary[0]:.2f}"
 
     print(
         f"\nSmall requests ({OBJECT_SIZE} B, TLS h2 origin), medians of {rounds} interleaved "
-        f"rounds; ratio = arm / HAProxy; latency at {rate} req/s over h2c"
+        f"rounds; ratio = arm / HAProxy in the same round, median of the rounds (quartiles "
+        f"below); latency at {rate} req/s over h2c"
     )
     print(
         f"  {'arm':24s} {'h2c req/s':>10s} {'ratio':>5s} {'CPU us':>7s} "
@@ -342,11 +371,22 @@ def report(arms: list[SmallArm], *, rounds: int, rate: int) -> dict[str, Any]:
         loop_h2c, loop_h1 = arm.median("h2c_loop_us"), arm.median("h1_loop_us")
         if loop_h2c is not None and loop_h1 is not None and arm.name != "haproxy":
             print(f"    of that, main thread (event loop): {loop_h2c:.0f} / {loop_h1:.0f} us")
+        ratios: dict[str, Any] = {}
+        if arm is not peer and arm.pids:
+            for key in ("h2c_rps", "h1_rps", "p99_ms"):
+                summary = ratio_summary(paired_ratios(arm, peer, key))
+                if summary is not None:
+                    ratios[key] = {"median": summary[0], "q1": summary[1], "q3": summary[2]}
+            print(
+                "    ratios' quartiles: "
+                + ", ".join(f"{k} {v['q1']:.2f}-{v['q3']:.2f}" for k, v in ratios.items())
+            )
         failed = sum(arm.samples.get("h2c_failed", [])) + sum(arm.samples.get("h1_failed", []))
         if failed:
             print(f"    ({failed} requests failed in its runs)")
         out[arm.name] = {
             "medians": {k: arm.median(k) for k in arm.samples},
+            "ratios_to_haproxy": ratios,
             "samples": arm.samples,
         }
     return out
