@@ -177,6 +177,9 @@ class Fetch:
     conn: str | None = None
     cwnd_before: int | None = None
     cwnd_effective: int | None = None
+    # The sender's slow-start threshold before the fetch: up to it, the window doubles
+    # per RTT from whatever the fetch starts with.
+    ssthresh_before: int | None = None
     restart_pending: bool = False
     retrans: int | None = None
     # Bytes on *other* arms' connections during this fetch (should be ~0: a sign of
@@ -566,6 +569,7 @@ class CellRun:
                     if pre is not None:
                         f.cwnd_before = pre.cwnd
                         f.cwnd_effective = pre.effective_cwnd()
+                        f.ssthresh_before = pre.ssthresh
                         f.restart_pending = pre.restart_pending
                         f.retrans = (post.retrans_total or 0) - (pre.retrans_total or 0)
                     else:
