@@ -152,7 +152,7 @@ class ClientWatch:
     async def aclose(self) -> None:
         if self.close_unstarted():
             return
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task

@@ -106,8 +106,8 @@ class WarmupController:
         clock: Callable[[], float] = time.monotonic,
         coordinator: WarmupCoordinator | None = None,
     ) -> None:
-        # An attribute, not a property: the coordinator reads it of every member at each
-        # real stream's start and end.
+        # An attribute, not a property: the coordinator reads it of every member at each of
+        # the pool's busy edges.
         self.session = session
         self.settings = settings
         self.index = index

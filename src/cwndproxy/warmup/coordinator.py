@@ -7,8 +7,9 @@
   response that ended in the middle of its session's busy period only when what that
   response carried can tell about the window (``RealFlight``): its decisions read no
   more than that, and news of every stream was a wake-up of a controller per stream
-  start and end (measured: warm-up on cost a small request 24-51% more CPU than a plain
-  pool, docs/BENCHMARKS.md).
+  start and end (measured in a finely interleaved A/B: warm-up on cost a small request
+  38-45% more of the event loop's CPU than a plain pool with that news, 15-22% without;
+  docs/BENCHMARKS.md).
 - One session grows its window at a time (the grow slot, first come first served), so a
   grow gets the whole path and reaches one path BDP instead of a share of it.
 """

@@ -18,7 +18,7 @@ h2load, nginx and the proxy share the machine's cores: ratios, not absolute rate
 result.
 
 The noise of this shared machine moves on a scale of seconds (three identical proxies,
-run one after another, differed by up to 1.5x within one round of 20,000 requests each).
+run one after another, differed by up to 1.4x within one round of 20,000 requests each).
 So the rounds are many and short, their order alternates (first to last, then last to
 first), and each ratio to HAProxy is taken within a round, where the two ran seconds
 apart: the report gives the median of those paired ratios and their quartiles, not a
