@@ -180,7 +180,7 @@ async def _serve(
     # What exists now (the modules, granian's, h2's and the dashboard's among them) lives
     # as long as the process: out of the cyclic collector's way, so that a full collection
     # does not walk it all while requests wait: its longest pause under small-request load
-    # went from 18 ms to 1-3 ms (docs/BENCHMARKS.md). Before the service starts, so that
+    # went from 18 ms to 2-3 ms (docs/BENCHMARKS.md). Before the service starts, so that
     # no session, whose objects die with its connection, is frozen with it.
     gc.freeze()
     service = ProxyService(config)
