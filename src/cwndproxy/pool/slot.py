@@ -91,14 +91,10 @@ class PoolSlot:
         # Built for every slot at every request: one call into the session and one into
         # the controller, not a property chain per field.
         s = self.session
-        free = real = 0
-        ready = False
-        if s is not None:
-            free, real = s.selection_counts()
-            ready = self.state is SlotState.READY and s.is_usable
+        free, real = s.selection_counts() if s is not None else (0, 0)
         controller = self.controller
         dummy, warm, score = _NO_WARMUP if controller is None else controller.selection_facts
-        return SlotView(self.index, ready, real, free, self.last_chosen, dummy, warm, score)
+        return SlotView(self.index, self.ready, real, free, self.last_chosen, dummy, warm, score)
 
     @property
     def counters(self) -> TrafficCounters:

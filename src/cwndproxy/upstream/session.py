@@ -390,10 +390,10 @@ class H2Session(H2Endpoint):
         less the streams waiting to open), and the real streams open or opening: what the
         pool's choice reads of every session at every request, in one call."""
         opening = self.opening
-        waiting = opening.total()
-        free = max(0, self._peer_max_streams - len(self.streams)) - waiting
-        if self.stream_budget is not None:
-            free = min(free, self.stream_budget - self.streams_opened - waiting)
+        free = self.free_stream_slots - opening.total()
+        budget_left = self.budget_left  # (already less the streams waiting to open)
+        if budget_left is not None:
+            free = min(free, budget_left)
         return max(0, free), self.real_active + opening[TrafficKind.REAL]
 
     @property

@@ -340,10 +340,7 @@ def profile(arm: SmallArm, svg: Path, *, requests: int) -> None:
 def report(arms: list[SmallArm], *, rounds: int, rate: int) -> dict[str, Any]:
     """Print the table and return it for the JSON file."""
     peer = next(a for a in arms if a.name == "haproxy")
-
-    def ratio(arm: SmallArm, key: str) -> str:
-        summary = ratio_summary(paired_ratios(arm, peer, key))
-        return "-" if summary is None else f"{summary[0]:.2f}"
+    keys = ("h2c_rps", "h1_rps", "p99_ms")
 
     print(
         f"\nSmall requests ({OBJECT_SIZE} B, TLS h2 origin), medians of {rounds} interleaved "
@@ -361,20 +358,22 @@ def report(arms: list[SmallArm], *, rounds: int, rate: int) -> dict[str, Any]:
         return "-" if value is None else format(value, spec)
 
     for arm in arms:
+        # Each paired summary once: its median goes in the row, its quartiles below it.
+        summaries = {key: ratio_summary(paired_ratios(arm, peer, key)) for key in keys}
+        ratio = {k: "-" if v is None else f"{v[0]:.2f}" for k, v in summaries.items()}
         print(
-            f"  {arm.name:24s} {fmt(arm.median('h2c_rps'), '10.0f')} {ratio(arm, 'h2c_rps'):>5s} "
+            f"  {arm.name:24s} {fmt(arm.median('h2c_rps'), '10.0f')} {ratio['h2c_rps']:>5s} "
             f"{fmt(arm.median('h2c_cpu_us'), '7.0f')} {fmt(arm.median('h1_rps'), '9.0f')} "
-            f"{ratio(arm, 'h1_rps'):>5s} {fmt(arm.median('h1_cpu_us'), '7.0f')} "
+            f"{ratio['h1_rps']:>5s} {fmt(arm.median('h1_cpu_us'), '7.0f')} "
             f"{fmt(arm.median('p50_ms'), '7.2f')} {fmt(arm.median('p99_ms'), '7.2f')} "
-            f"{ratio(arm, 'p99_ms'):>9s}"
+            f"{ratio['p99_ms']:>9s}"
         )
         loop_h2c, loop_h1 = arm.median("h2c_loop_us"), arm.median("h1_loop_us")
         if loop_h2c is not None and loop_h1 is not None and arm.name != "haproxy":
             print(f"    of that, main thread (event loop): {loop_h2c:.0f} / {loop_h1:.0f} us")
         ratios: dict[str, Any] = {}
         if arm is not peer and arm.pids:
-            for key in ("h2c_rps", "h1_rps", "p99_ms"):
-                summary = ratio_summary(paired_ratios(arm, peer, key))
+            for key, summary in summaries.items():
                 if summary is not None:
                     ratios[key] = {"median": summary[0], "q1": summary[1], "q3": summary[2]}
             print(
