@@ -84,14 +84,16 @@ def proxy_process(
     dashboard: bool = False,
     port: int | None = None,
     source: str | None = None,
+    python: str | None = None,
 ) -> Iterator[RunningProxy]:
     """A proxy process (a plain pool: warm-up traffic would only add noise on loopback); with
     ``dashboard`` it runs on a pseudo-terminal (util-linux ``script``) so the live dashboard
-    renders every 500 ms, as for a person watching it."""
+    renders every 500 ms, as for a person watching it. ``python``: another interpreter
+    (with the project's dependencies installed) instead of this one."""
     port = port or free_port()
     extra = os.environ.get("CWND_BENCH_PROXY_ARGS", "").split()
     argv = [
-        sys.executable,
+        python or sys.executable,
         "-m",
         "cwndproxy",
         "run",
