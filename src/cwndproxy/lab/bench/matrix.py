@@ -14,8 +14,11 @@ How a cell runs:
 - Fetches never overlap on the link. Each arm's measured fetch comes ``idle`` seconds after
   that arm's previous fetch ended: with short gaps an arm's turn is "prime, wait, measure";
   with long ones the arms take turns on one timeline. The actual gap is recorded.
-- Arms that send dummy traffic while idle (``burst``) would slow the others' fetches at the
-  shared bottleneck, so they run in a block of their own after the quiet arms.
+- Dummy traffic never meets another arm's fetch: each warm-up arm (default, ``burst``,
+  ``ping``) runs in a block of its own, the arms that never send any (``off``, the peers,
+  cold) together in one more. Every fetch records the bytes each other arm moved during
+  it (``other_arms``: a check that, say, runs on after its block would show), and so does
+  every unmeasured priming fetch (``primes``).
 
 Reported per cell and arm: p50/p90 time to last byte, ratio to ideal (RTT + size / path
 rate), the origin's cwnd before each fetch (and whether an idle restart was pending), the
@@ -146,9 +149,9 @@ class Arm:
         return self.strategy or PoolConfig().strategy
 
     @property
-    def loud(self) -> bool:
-        """Sends dummy traffic while idle: measured in a block of its own."""
-        return self.resolved_strategy() == "burst"
+    def warms(self) -> bool:
+        """A warm-up proxy: it sends dummy traffic of its own (ramps, checks, regrows)."""
+        return self.resolved_strategy() not in (None, "off")
 
 
 ARMS: tuple[Arm, ...] = (
@@ -183,8 +186,9 @@ class Fetch:
     restart_pending: bool = False
     retrans: int | None = None
     # Bytes on *other* arms' connections during this fetch (should be ~0: a sign of
-    # dummy traffic competing with the measured fetch).
+    # dummy traffic competing with the measured fetch), in all and per arm (those with any).
     other_bytes: int = 0
+    other_arms: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -192,6 +196,10 @@ class ArmResult:
     name: str
     fetches: list[Fetch] = field(default_factory=list)
     first_ttlb: float | None = None
+    # The unmeasured fetches that only prime a connection, attributed like the measured
+    # ones: a prime that shared the link (``other_bytes``) can leave the origin's
+    # connection with a low ssthresh that every measured fetch after it inherits.
+    primes: list[Fetch] = field(default_factory=list)
     idle_seconds: float = 0.0
     idle_bytes: int = 0
     error: str | None = None
@@ -294,11 +302,17 @@ class CellRun:
             try:
                 if self.cell.cross:
                     self._start_cross_traffic()
-                quiet = [r for r in self.running if not r.arm.loud]
-                loud = [r for r in self.running if r.arm.loud]
-                self._block(quiet)
-                for r in loud:
-                    self._block([r])
+                # A warm-up arm's check or regrow is a window-sized burst at a time of its
+                # own choosing: beside another arm's fetch it costs that fetch, and beside a
+                # connection's first fetch it can leave the origin's ssthresh low for every
+                # fetch after it (measured: S1's `off`, docs/BENCHMARKS.md). So every
+                # warm-up arm runs in a block of its own, and the arms that never send
+                # dummy traffic (off, the peers, cold) together in one more.
+                quiet = [r for r in self.running if not r.arm.warms]
+                for group in ([r] for r in self.running if r.arm.warms):
+                    self._block(group)
+                if quiet:
+                    self._block(quiet)
             finally:
                 self._cross_stop.set()
                 if self._cross is not None:
@@ -513,11 +527,11 @@ class CellRun:
             self.say(f"    {r.arm.name}: fetch failed: {result.stderr.strip()[:200]}")
             return
         ttlb = float(result.stdout)
-        if not measure:
-            if r.result.first_ttlb is None:
-                r.result.first_ttlb = ttlb
-            return
-        time.sleep(0.15)  # the emulator's counters refresh every 100 ms
+        if measure:
+            # The emulator's counters refresh every 100 ms. Not after a prime: its wait
+            # before the measured fetch is the cell's gap (a prime's drops may therefore
+            # miss its last 100 ms).
+            time.sleep(0.15)
         drops1, loss1 = self._drops()
         fetch = Fetch(
             r.arm.name,
@@ -528,6 +542,11 @@ class CellRun:
             drops1 - drops0,
             loss1 - loss0,
         )
+        if not measure:
+            if r.result.first_ttlb is None:
+                r.result.first_ttlb = ttlb
+            r.result.primes.append(fetch)
+            return
         r.result.fetches.append(fetch)
         self.say(
             f"    {r.arm.name:8s} #{len(r.result.fetches)}: {ttlb * 1000:7.0f} ms "
@@ -558,7 +577,7 @@ class CellRun:
         for r in self.running:
             mine = by_port.get(r.origin_port, [])
             others = [s for p in all_ports if p != r.origin_port for s in by_port.get(p, [])]
-            for f in r.result.fetches:
+            for f in [*r.result.primes, *r.result.fetches]:
                 before = _latest(mine, f.start, key)
                 after = _latest(mine, f.end + 0.2, key)
                 served = _busiest(before, after)
@@ -575,6 +594,11 @@ class CellRun:
                     else:
                         f.retrans = post.retrans_total
                 f.other_bytes = _moved(others, f.start, f.end, key)
+                for other in self.running:
+                    if other is not r:
+                        moved = _moved(by_port.get(other.origin_port, []), f.start, f.end, key)
+                        if moved:
+                            f.other_arms[other.arm.name] = moved
             # Idle traffic: from each measured fetch's gap (minus the previous fetch's tail).
             for f in r.result.fetches:
                 if f.gap is None or f.gap < 1.0:
