@@ -60,7 +60,8 @@ bench: $(DEV_STAMP) apt-tools
 	$(BIN)/cwnd-proxy bench
 
 # The path matrix (root): every cell x every arm (cwnd-proxy strategies, HAProxy, nginx,
-# cold curl), about 26 minutes. Writes bench/results/matrix/{results.json,matrix.md,*.png}.
+# cold curl), about 40-45 minutes (each warm-up arm in a block of its own). Writes
+# bench/results/matrix/{results.json,matrix.md,*.png}.
 bench-matrix: $(DEV_STAMP) apt-tools
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/cwnd-proxy bench --matrix
