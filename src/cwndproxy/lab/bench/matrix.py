@@ -258,6 +258,18 @@ class Running:
         self.result = ArmResult(self.arm.name)
 
 
+def blocks(running: Sequence[Running]) -> list[list[Running]]:
+    """The groups of arms that share the link in turn, one group after another.
+
+    A warm-up arm's check or regrow is a window-sized burst at a time of its own choosing:
+    beside another arm's fetch it costs that fetch, and beside a connection's first fetch
+    it can leave the origin's ssthresh low for every fetch after it (measured: S1's `off`,
+    docs/BENCHMARKS.md). So every warm-up arm runs alone, and the arms that never send
+    dummy traffic (off, the peers, cold) together after them."""
+    quiet = [r for r in running if not r.arm.warms]
+    return [[r] for r in running if r.arm.warms] + ([quiet] if quiet else [])
+
+
 class CellRun:
     """One cell: the testbed, the origin, the arms and the measurements."""
 
@@ -302,17 +314,8 @@ class CellRun:
             try:
                 if self.cell.cross:
                     self._start_cross_traffic()
-                # A warm-up arm's check or regrow is a window-sized burst at a time of its
-                # own choosing: beside another arm's fetch it costs that fetch, and beside a
-                # connection's first fetch it can leave the origin's ssthresh low for every
-                # fetch after it (measured: S1's `off`, docs/BENCHMARKS.md). So every
-                # warm-up arm runs in a block of its own, and the arms that never send
-                # dummy traffic (off, the peers, cold) together in one more.
-                quiet = [r for r in self.running if not r.arm.warms]
-                for group in ([r] for r in self.running if r.arm.warms):
+                for group in blocks(self.running):
                     self._block(group)
-                if quiet:
-                    self._block(quiet)
             finally:
                 self._cross_stop.set()
                 if self._cross is not None:
