@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import statistics
@@ -41,8 +40,10 @@ from cwndproxy.lab.bench.small_requests import (
     OBJECT_PATH,
     LoadResult,
     h2load,
+    ratio_summary,
     small_origin,
     tls_upstream_args,
+    write_results,
 )
 from cwndproxy.lab.ports import free_port, wait_listening
 
@@ -243,7 +244,7 @@ def report(results: dict[str, list[LoadResult]]) -> dict[str, Any]:
     print(f"  {'arm':18s} {'req/s':>8s} {'loop us':>8s} {'CPU us':>8s}  rate ratio (quartiles)")
     for arm, runs in results.items():
         ratios = [mine.rps / theirs.rps for mine, theirs in zip(runs, base, strict=True)]
-        q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        median, q1, q3 = ratio_summary(ratios) or (float("nan"),) * 3
         row = {
             "rps": statistics.median(r.rps for r in runs),
             "loop_us": statistics.median(r.loop_us_per_request or 0.0 for r in runs),
@@ -269,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args(argv)
     summary = report(measure(args.rounds, args.requests))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(summary, indent=1) + "\n")
-        print(f"  written to {args.out}")
+    write_results(args.out, summary)
     return 0
 
 

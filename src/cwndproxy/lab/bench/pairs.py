@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from cwndproxy.lab.bench.small_requests import (
     ratio_summary,
     small_origin,
     tls_upstream_args,
+    write_results,
 )
 
 
@@ -156,10 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     measure(arms, args.rounds, args.requests, args.http1)
     summary = report(arms)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(summary, indent=1) + "\n")
-        print(f"  written to {args.out}")
+    write_results(args.out, summary)
     return 0
 
 

@@ -31,6 +31,7 @@ the cost of a request, not of reconnecting (which the soak tests cover).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -298,6 +299,15 @@ def paired_ratios(arm: SmallArm, peer: SmallArm, key: str) -> list[float]:
         for mine, theirs in zip(arm.samples.get(key, []), peer.samples.get(key, []), strict=False)
         if mine and theirs and not (math.isnan(mine) or math.isnan(theirs))  # NaN: no log
     ]
+
+
+def write_results(path: Path | None, results: dict[str, Any]) -> None:
+    """A tool's ``--out``: the results as JSON, if a path was given."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"  written to {path}")
 
 
 def ratio_summary(ratios: list[float]) -> tuple[float, float, float] | None:
