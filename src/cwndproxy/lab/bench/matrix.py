@@ -576,10 +576,8 @@ class CellRun:
         for s in samples:
             with contextlib.suppress(ValueError):
                 by_port.setdefault(int(arm_port(s)), []).append(s)
-        all_ports = [r.origin_port for r in self.running]
         for r in self.running:
             mine = by_port.get(r.origin_port, [])
-            others = [s for p in all_ports if p != r.origin_port for s in by_port.get(p, [])]
             for f in [*r.result.primes, *r.result.fetches]:
                 before = _latest(mine, f.start, key)
                 after = _latest(mine, f.end + 0.2, key)
@@ -596,12 +594,13 @@ class CellRun:
                         f.retrans = (post.retrans_total or 0) - (pre.retrans_total or 0)
                     else:
                         f.retrans = post.retrans_total
-                f.other_bytes = _moved(others, f.start, f.end, key)
                 for other in self.running:
                     if other is not r:
                         moved = _moved(by_port.get(other.origin_port, []), f.start, f.end, key)
                         if moved:
                             f.other_arms[other.arm.name] = moved
+                # Connections are told apart by their addresses, so the arms' counts add up.
+                f.other_bytes = sum(f.other_arms.values())
             # Idle traffic: from each measured fetch's gap (minus the previous fetch's tail).
             for f in r.result.fetches:
                 if f.gap is None or f.gap < 1.0:
