@@ -27,25 +27,24 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+from cwndproxy.lab.bench.loopback import RunningProxy, make_certs, proxy_process
 from cwndproxy.lab.bench.small_requests import (
     OBJECT_PATH,
     LoadResult,
     h2load,
     ratio_summary,
+    round_ratios,
     small_origin,
     tls_upstream_args,
     write_results,
 )
-from cwndproxy.lab.ports import free_port, wait_listening
+from cwndproxy.urls import format_url
 
 ARMS = ("granian", "in-loop app", "in-loop session")
 _FRONTS = {"in-loop app": "app", "in-loop session": "session"}
@@ -162,7 +161,7 @@ class _InLoopServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return format_url(self.tls, self.host, self.port)
 
     async def start(self, ready_timeout: float = 10.0) -> None:
         loop = asyncio.get_running_loop()
@@ -179,7 +178,7 @@ class _InLoopServer:
 
 
 def serve(front: str, argv: list[str]) -> int:
-    """``cwnd-proxy run`` with InLoopFront in place of granian."""
+    """``cwnd-proxy`` (``argv``: ``run ...``) with InLoopFront in place of granian."""
     import cwndproxy.service as service
     from cwndproxy.cli.commands import main
 
@@ -187,35 +186,16 @@ def serve(front: str, argv: list[str]) -> int:
         return _InLoopServer(app, config.server.host, config.server.port, front == "session")
 
     service.inbound_server = in_loop
-    return main(["run", *argv])
+    return main(argv)
 
 
-@contextlib.contextmanager
-def _proxy(arm: str, upstream: list[str]) -> Iterator[tuple[int, int]]:
-    """(pid, port) of the proxy for ``arm``: a plain pool, lean codec on uvloop."""
-    port = free_port()
-    args = ["--listen", f"127.0.0.1:{port}", "--pool-size", "2", "--strategy", "off"]
-    args += ["--bandwidth-mbps", "10000", "--no-tui", "--loop", "uvloop", *upstream]
-    if arm == "granian":
-        argv = [sys.executable, "-m", "cwndproxy", "run", *args]
-    else:
-        argv = [sys.executable, "-m", _MODULE, "serve", _FRONTS[arm], *args]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port, exited=lambda: proc.poll() is not None)
-        yield proc.pid, port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _proxy(arm: str, upstream: list[str]) -> contextlib.AbstractContextManager[RunningProxy]:
+    """The proxy for ``arm`` (loopback's plain pool), lean codec on uvloop."""
+    module = ("cwndproxy",) if arm == "granian" else (_MODULE, "serve", _FRONTS[arm])
+    return proxy_process([*upstream, "--loop", "uvloop"], module=module)
 
 
 def measure(rounds: int, requests: int) -> dict[str, list[LoadResult]]:
-    from cwndproxy.lab.bench.loopback import make_certs
-
     results: dict[str, list[LoadResult]] = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         certs = make_certs(Path(tmp))
@@ -224,13 +204,15 @@ def measure(rounds: int, requests: int) -> dict[str, list[LoadResult]]:
         upstream = tls_upstream_args(nginx.tls_port, certs[0])
         proxies = {arm: stack.enter_context(_proxy(arm, upstream)) for arm in ARMS}
         load = ["-n", str(requests), "-c", "50", "--h1"]
-        for _, port in proxies.values():  # warm: sessions up, code paths hot
-            h2load(f"http://127.0.0.1:{port}{OBJECT_PATH}", ["-n", "2000", "-c", "50", "--h1"])
+        for proxy in proxies.values():  # warm: sessions up, code paths hot
+            url = f"http://127.0.0.1:{proxy.port}{OBJECT_PATH}"
+            h2load(url, ["-n", "2000", "-c", "50", "--h1"])
         for index in range(rounds):
             order = ARMS if index % 2 == 0 else tuple(reversed(ARMS))
             for arm in order:
-                pid, port = proxies[arm]
-                result = h2load(f"http://127.0.0.1:{port}{OBJECT_PATH}", load, pids=(pid,))
+                proxy = proxies[arm]
+                url = f"http://127.0.0.1:{proxy.port}{OBJECT_PATH}"
+                result = h2load(url, load, pids=(proxy.pid,))
                 if result.failed or not result.succeeded:
                     raise RuntimeError(f"{arm}: {result.failed} requests failed")
                 results[arm].append(result)
@@ -243,7 +225,7 @@ def report(results: dict[str, list[LoadResult]]) -> dict[str, Any]:
     print("HTTP/1.1 small requests, h2load -c 50; ratio = arm / granian in the same round")
     print(f"  {'arm':18s} {'req/s':>8s} {'loop us':>8s} {'CPU us':>8s}  rate ratio (quartiles)")
     for arm, runs in results.items():
-        ratios = [mine.rps / theirs.rps for mine, theirs in zip(runs, base, strict=True)]
+        ratios = round_ratios([r.rps for r in runs], [r.rps for r in base], strict=True)
         median, q1, q3 = ratio_summary(ratios) or (float("nan"),) * 3
         row = {
             "rps": statistics.median(r.rps for r in runs),

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,17 +85,19 @@ def proxy_process(
     port: int | None = None,
     source: str | None = None,
     python: str | None = None,
+    module: Sequence[str] = ("cwndproxy",),
 ) -> Iterator[RunningProxy]:
     """A proxy process (a plain pool: warm-up traffic would only add noise on loopback); with
     ``dashboard`` it runs on a pseudo-terminal (util-linux ``script``) so the live dashboard
     renders every 500 ms, as for a person watching it. ``python``: another interpreter
-    (with the project's dependencies installed) instead of this one."""
+    (with the project's dependencies installed) instead of this one. ``module``: what
+    ``python -m`` runs, with its own arguments before ``run`` (a lab wrapper of the CLI)."""
     port = port or free_port()
     extra = os.environ.get("CWND_BENCH_PROXY_ARGS", "").split()
     argv = [
         python or sys.executable,
         "-m",
-        "cwndproxy",
+        *module,
         "run",
         "--listen",
         f"127.0.0.1:{port}",

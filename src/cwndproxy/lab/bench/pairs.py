@@ -38,6 +38,7 @@ from cwndproxy.lab.bench.small_requests import (
     LoadResult,
     h2load,
     ratio_summary,
+    round_ratios,
     small_origin,
     tls_upstream_args,
     write_results,
@@ -76,11 +77,11 @@ def parse_arms(arms: list[str], sources: list[str], pythons: list[str]) -> dict[
 
 def paired(arm: PairArm, base: PairArm) -> list[float]:
     """The arm's loop CPU per request over the base arm's, round by round."""
-    return [
-        mine.loop_us_per_request / theirs.loop_us_per_request
-        for mine, theirs in zip(arm.runs, base.runs, strict=True)
-        if mine.loop_us_per_request and theirs.loop_us_per_request
-    ]
+    return round_ratios(
+        [r.loop_us_per_request for r in arm.runs],
+        [r.loop_us_per_request for r in base.runs],
+        strict=True,
+    )
 
 
 def measure(arms: dict[str, PairArm], rounds: int, requests: int, http1: bool) -> None:

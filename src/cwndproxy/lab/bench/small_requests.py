@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,13 +292,22 @@ def run_rounds(arms: list[SmallArm], *, rounds: int, requests: int, rate: int) -
         time.sleep(0.5)
 
 
+def round_ratios(
+    mine: Sequence[float | None], theirs: Sequence[float | None], *, strict: bool = False
+) -> list[float]:
+    """One arm's values over another's, round by round (both ran in the same round); a
+    round where either has none (None, 0, or NaN: no latency log) is left out. ``strict``:
+    both must have run the same rounds."""
+    return [
+        a / b
+        for a, b in zip(mine, theirs, strict=strict)
+        if a and b and not (math.isnan(a) or math.isnan(b))
+    ]
+
+
 def paired_ratios(arm: SmallArm, peer: SmallArm, key: str) -> list[float]:
     """``arm``'s value over ``peer``'s, round by round (both ran in the same round)."""
-    return [
-        mine / theirs
-        for mine, theirs in zip(arm.samples.get(key, []), peer.samples.get(key, []), strict=False)
-        if mine and theirs and not (math.isnan(mine) or math.isnan(theirs))  # NaN: no log
-    ]
+    return round_ratios(arm.samples.get(key, []), peer.samples.get(key, []))
 
 
 def write_results(path: Path | None, results: dict[str, Any]) -> None:
