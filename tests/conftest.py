@@ -23,6 +23,11 @@ from cwndproxy.lab.testbed import netns
 from cwndproxy.lab.testbed.origins import OriginInfo
 from cwndproxy.service import ProxyService
 
+# A bandwidth whose BDP over loopback's ~0.03-0.2 ms exceeds TCP's initial window, so that
+# auto sends grow and check fetches there (below it, auto has nothing to warm and sends
+# none: warmup.policy.fits_initial_window). For tests that need dummy traffic beside real.
+LOOPBACK_WARMING_MBPS = 10_000
+
 # What the CLI does at process start, so in-process proxies run as the real one does.
 perf.apply()
 
@@ -230,6 +235,7 @@ async def proxy_to_recycling_nginx(
         assert server.h2c_port is not None
         config = proxy_config(server.h2c_port, pool_size=4)
         config.pool.strategy = "auto"
+        config.pool.bandwidth_mbps = LOOPBACK_WARMING_MBPS
         config.pool.warm_up_download_path = "/blob.bin"
         config.pool.upstream_max_streams = upstream_max_streams
         async with make_proxy(config) as proxy:

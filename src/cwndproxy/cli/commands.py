@@ -273,6 +273,9 @@ async def _run_demo(config: Config, args: argparse.Namespace) -> int:
             f"\nDemo origin on {origin.url} (h2c); proxy on {scheme}://{host}:{config.server.port}\n"
             f"Try:  curl -o /dev/null -w '%{{http_code}} %{{size_download}} bytes in "
             f"%{{time_total}}s\\n' {scheme}://{host}:{config.server.port}/cwnd/blob?size=4000000\n"
+            "Over loopback (RTT ~0.1 ms) a target below ~1 Gbit/s fits in TCP's initial window:\n"
+            "auto has nothing to warm, and the dashboard says so. For an emulated WAN (root):\n"
+            "  cwnd-proxy demo --wan 80ms,100mbit\n"
             "Stop with Ctrl-C.\n"
         )
         return await _serve_until_signal(config, banner)

@@ -46,6 +46,7 @@ from cwndproxy.warmup.policy import (
     WarmState,
     WindowVerdict,
     estimated_rto,
+    fits_initial_window,
     grown,
     hold_ping_interval,
     mean_rate,
@@ -199,6 +200,8 @@ class WarmupCore:
             return ""
         if self.fallback_bursts:
             return "PINGs do not hold this upstream's window: bursts"
+        if self.can_grow and self.within_initial_window:
+            return f"nothing to warm: a {self.target_bdp:,}-byte target fits the initial window"
         if self.grow_rejected:
             return f"holding what real traffic grew ({self.last_error})"
         if not self.can_grow:
@@ -234,6 +237,20 @@ class WarmupCore:
     @property
     def can_grow(self) -> bool:
         return (self.settings.download or self.settings.upload) and not self.grow_rejected
+
+    @property
+    def target_bdp(self) -> int:
+        """The per-connection target's bandwidth-delay product (unlike ``window``, not
+        raised to the smallest window worth a grow fetch)."""
+        return math.ceil(self.settings.target_bps / 8 * self._rtt)
+
+    @property
+    def within_initial_window(self) -> bool:
+        """auto has nothing to grow or check: the target fits in the window any connection
+        starts and restarts with (fits_initial_window). It still holds the connection."""
+        return self.settings.strategy == "auto" and fits_initial_window(
+            self.settings.target_bps, self._rtt
+        )
 
     # -- the one entry point --------------------------------------------------------------------
     def handle(self, event: m.Event, now: float) -> list[m.Command]:
@@ -301,7 +318,7 @@ class WarmupCore:
             assert self.plan is not None
             phase = stagger_offset(self.index, self.pool_size, self.plan.interval)
             self._burst_at = next_phase(self.now, phase, self.plan.interval)
-        if self.settings.strategy == "auto" and self.can_grow and self._check_at is None:
+        if self.wants_verdicts and self.can_grow and self._check_at is None:
             self._check_at = self.now + self._first_check_delay()
 
     def _serve(self) -> None:
@@ -328,8 +345,8 @@ class WarmupCore:
     def _on_Connected(self, event: m.Connected) -> None:
         self.min_rtt = event.rtt
         self._sizes()
-        if self.settings.strategy == "ping" or not self.can_grow:
-            # Nothing to grow with: hold what real traffic grows.
+        if self.settings.strategy == "ping" or not self.can_grow or self.within_initial_window:
+            # Nothing to grow with, or nothing to grow: hold what real traffic grows.
             self._fire(WarmEvent.CONNECTED_HOLD)
         else:
             self._fire(WarmEvent.CONNECTED)
@@ -376,6 +393,7 @@ class WarmupCore:
             self._judge(event.flight)
         if self.state is WarmState.SERVING and self.real_here == 0:
             regrow = self.settings.strategy == "auto" and self.can_grow
+            regrow = regrow and not self.within_initial_window
             regrow = regrow and (self._lost_pending or not self.grown_once)
             regrow = regrow and self.now >= self._regrow_not_before
             self._lost_pending = False
@@ -389,7 +407,7 @@ class WarmupCore:
     def _judge(self, flight: Flight) -> None:
         """What a real response showed of the window: held or lost (its first flight), and
         the window it ended with (its tail)."""
-        if self.settings.strategy == "auto" and self.window:
+        if self.wants_verdicts:
             verdict = window_verdict(flight, self.window)
             if verdict is WindowVerdict.HELD:
                 self._window_held(flight.first_rtt_bytes)
@@ -400,10 +418,15 @@ class WarmupCore:
             self.window_share_seen = flight.tail_bps / 8 * self.min_rtt / self.window
 
     @property
+    def wants_verdicts(self) -> bool:
+        auto = self.settings.strategy == "auto"
+        return auto and bool(self.window) and not self.within_initial_window
+
+    @property
     def flight_floor(self) -> float:
         """The fewest bytes a real response must carry for its first flight to give a
         verdict on the window (window_verdict); infinite while no verdict is wanted."""
-        if self.settings.strategy == "auto" and self.window:
+        if self.wants_verdicts:
             return self.window * WINDOW_REACHED
         return math.inf
 
@@ -464,7 +487,7 @@ class WarmupCore:
 
     def _on_PingMissed(self, event: m.PingMissed) -> None:
         self.pings_missed += 1
-        if self.settings.strategy == "auto" and self.can_grow and self.grown_once:
+        if self.wants_verdicts and self.can_grow and self.grown_once:
             # No answer: the server may have been silent for an RTO. Look at once.
             self._check_at = self.now
 
@@ -682,7 +705,10 @@ class WarmupCore:
             if not self.jobs and not self.real_here:
                 self._start_job(1, m.Purpose.KEEPALIVE)
         if self._check_at is not None and now >= self._check_at:
-            if self.real_pool or self.jobs:
+            if self.within_initial_window:
+                # A later PING showed a shorter RTT than the first: nothing to verify.
+                self._check_at = None
+            elif self.real_pool or self.jobs:
                 self._check_at = now + NO_SLOT_RETRY  # real traffic first; look later
             elif not self.settings.download:
                 # Upload only: the check reads our own window from TCP_INFO, sends nothing.

@@ -52,6 +52,10 @@ UNKNOWN_WINDOW_SHARE = 0.1
 # The grow phase stops after this many dummy fetches whatever the window reached.
 GROW_MAX_FETCHES = 6
 MIN_WINDOW_BYTES = 64 * 1024
+# A fresh connection's window, and the most an idle one falls back to: Linux starts (and
+# restarts after an idle RTO, ``tcp_cwnd_restart``) at 10 segments (RFC 6928), 1,448 bytes
+# each on a 1,500-byte MTU path with timestamps. Senders with a bigger MSS start bigger.
+INITIAL_WINDOW_BYTES = 10 * 1448
 
 
 class WarmState(enum.Enum):
@@ -66,7 +70,8 @@ class WarmState(enum.Enum):
 
 class WarmEvent(enum.Enum):
     CONNECTED = "connected"
-    CONNECTED_HOLD = "connected_hold"  # connected, and nothing to grow (ping, or no path)
+    # connected, and nothing to grow (ping, no path, or a target within the initial window)
+    CONNECTED_HOLD = "connected_hold"
     TARGET_REACHED = "target_reached"
     PLATEAU = "plateau"
     WINDOW_LOST = "window_lost"
@@ -153,6 +158,15 @@ def hold_ping_interval(min_rtt: float) -> float:
 def target_window(target_bps: float, rtt: float) -> int:
     """The window that fills the target rate: one bandwidth-delay product, in bytes."""
     return max(MIN_WINDOW_BYTES, math.ceil(target_bps / 8 * rtt))
+
+
+def fits_initial_window(target_bps: float, rtt: float) -> bool:
+    """A target whose bandwidth-delay product fits in the initial window needs no warming:
+    a cold or idle-reset sender already puts one BDP in its first round trip. Such paths
+    (a LAN, loopback) also have RTTs below what a receiver can time a flight by (an event
+    loop's wake-up on a loaded host), so a grow or check there would measure scheduling
+    noise, and a false "lost" verdict costs a regrow or a fallback to bursts."""
+    return target_bps / 8 * rtt <= INITIAL_WINDOW_BYTES
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from cwndproxy.warmup.controller import WarmupController, WarmupSettings
 from cwndproxy.warmup.coordinator import WarmupCoordinator
 from cwndproxy.warmup.policy import WarmState
 from cwndproxy.warmup.workers import DownloadWorker, UploadWorker, WarmupRejected
-from tests.conftest import ProxyFactory, proxy_config, wait_for
+from tests.conftest import LOOPBACK_WARMING_MBPS, ProxyFactory, proxy_config, wait_for
 
 
 async def session_to(origin: DemoOrigin) -> H2Session:
@@ -227,7 +227,7 @@ async def test_dummy_and_real_headers_never_mix(
     client's Cookie and Authorization go on its own requests only."""
     config = proxy_config(origin.port, pool_size=2)
     config.pool.strategy = "auto"
-    config.pool.bandwidth_mbps = 50
+    config.pool.bandwidth_mbps = LOOPBACK_WARMING_MBPS
     config.pool.warm_up_download_path = "/cwnd/blob?size=20000000"
     config.pool.warm_up_headers = {"authorization": "Bearer dummy-secret", "x-warm": "1"}
     async with make_proxy(config) as proxy:

@@ -530,3 +530,46 @@ def test_a_learned_idle_timeout_brings_a_keepalive_request_before_it() -> None:
     ping >> m.Connected(RTT) >> m.IdleTimeoutLearned(75.0)
     ping.tick(60.0)
     ping.done()
+
+
+def test_a_target_within_the_initial_window_is_held_without_grows_or_checks() -> None:
+    """100 Mbit/s over a 0.2 ms path (a LAN, loopback): a 2,500-byte BDP, which any
+    connection puts in its first round trip. No grow, no check, no verdict from real
+    responses; PINGs and, once learned, keep-alive requests still hold the connection."""
+    pb = Playbook(core(), QUIET)
+    pb >> m.Connected(0.0002)
+    pb.done()
+    assert pb.state() is WarmState.HOLDING
+    assert pb.core.within_initial_window and pb.core.target_bdp == 2500
+    assert pb.core.note == "nothing to warm: a 2,500-byte target fits the initial window"
+    assert pb.core.flight_floor == math.inf
+    # A real response that would read as a lost window elsewhere does not regrow here.
+    pb.at(1.0) >> m.RealStarted(here=True)
+    pb.at(1.5) >> m.RealEnded(here=True, flight=Flight(1_000, 4 * W))
+    pb >> m.PingMissed()
+    pb.tick(300.0)
+    pb.done()
+    assert pb.state() is WarmState.HOLDING and pb.core.checks == 0 and pb.core.grows == 0
+    # The last stream here ended long before 0.7 x 3 s: a keep-alive request at once, the
+    # next 0.7 x 3 s after it.
+    job = pb.core._next_job
+    pb.at(301.0) >> m.IdleTimeoutLearned(3.0) << m.StartDummy(job, 1, m.Purpose.KEEPALIVE)
+    pb.at(301.1) >> m.DummyDone(job, 1)
+    pb.tick(301.1 + 0.7 * 3.0) << m.StartDummy(job + 1, 1, m.Purpose.KEEPALIVE)
+    pb.done()
+
+
+def test_a_shorter_rtt_learned_while_holding_ends_the_checks() -> None:
+    """The first PING's RTT said 20 ms, a later one 0.2 ms: the check that was due is
+    dropped instead of timing a flight shorter than the receiver's scheduling."""
+    pb = Playbook(core(), QUIET)
+    w = target_window(TARGET, 0.020)
+    pb >> m.Connected(0.020) << m.RequestGrowSlot
+    pb >> m.GrowSlotGranted() << m.StartDummy(1, w, m.Purpose.GROW)
+    pb.at(0.5) >> m.DummyDone(1, w, Flight(w, w)) << m.ReleaseGrowSlot
+    pb.done()
+    assert pb.state() is WarmState.HOLDING and pb.core.wake_at is not None
+    pb.at(0.6) >> m.PingAnswered(0.0002)
+    pb.tick(30.0)
+    pb.done()
+    assert pb.core.checks == 0 and pb.core._check_at is None

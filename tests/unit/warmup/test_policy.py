@@ -8,6 +8,7 @@ from cwndproxy.warmup.policy import (
     RateSample,
     WarmEvent,
     WarmState,
+    fits_initial_window,
     next_state,
     plan_bursts,
     ramp_verdict,
@@ -96,3 +97,12 @@ def test_ramp_plateau_below_target_and_growth_keeps_ramping() -> None:
     assert ramp_verdict(samples([30e6] * 25), 50e6, dwell=1.0) is E.PLATEAU
     growing = [1e6 * (i + 1) for i in range(25)]
     assert ramp_verdict(samples(growing), 50e6, dwell=1.0) is None
+
+
+def test_a_target_fits_the_initial_window_up_to_ten_segments() -> None:
+    # 10 x 1,448 bytes: 115.84 Mbit/s over 1 ms, 1 Gbit/s over ~0.116 ms.
+    assert fits_initial_window(100e6, 0.001)
+    assert fits_initial_window(1e9, 0.0001)
+    assert not fits_initial_window(1e9, 0.001)
+    # The matrix's smallest per-connection target: 2.5 Mbit/s over 100 ms (31 KB).
+    assert not fits_initial_window(2.5e6, 0.100)
