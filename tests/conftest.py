@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -30,6 +31,18 @@ LOOPBACK_WARMING_MBPS = 10_000
 
 # What the CLI does at process start, so in-process proxies run as the real one does.
 perf.apply()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (``timeout``, a CI runner, ``kill``) stops the run as Ctrl-C does. pytest
+    tears fixtures down after a KeyboardInterrupt but not on a bare SIGTERM, which killed
+    the process and left testbeds behind: network namespaces, the link process, nginx,
+    /run/cwnd-testbed/*.json."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @dataclass
