@@ -53,6 +53,9 @@ _FIELDS: dict[str, tuple[int, str]] = {
     "sndbuf_limited_us": (184, "Q"),
     "bytes_sent": (200, "Q"),
     "bytes_retrans": (208, "Q"),
+    # Linux 5.4+: packets that arrived out of order, on the receiving side. Each loss on
+    # the path to us makes some (the packets after it, until the retransmission).
+    "rcv_ooopack": (224, "I"),
 }
 
 
@@ -82,6 +85,7 @@ class TcpInfo:
     sndbuf_limited_us: int | None
     bytes_sent: int | None
     bytes_retrans: int | None
+    rcv_ooopack: int | None
 
     @property
     def cwnd_bytes(self) -> int:

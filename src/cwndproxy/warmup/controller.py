@@ -12,7 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cwndproxy.upstream.session import H2Session, SessionState, UpstreamError
 from cwndproxy.upstream.tcpinfo import read_tcp_info
@@ -146,6 +146,12 @@ class WarmupController:
         # Dummy jobs not started because they would have taken the upstream's last free
         # stream slot (a real request would then wait behind warm-up traffic).
         self.no_slot_refusals = 0
+        # Sessions replaced by fresh connections because loss had cut their windows (0 or
+        # 1: the renewed session's controller ends with it).
+        self.renewals = 0
+        # tcpi_rcv_ooopack when this session's current busy period began (auto, download).
+        self._out_of_order_at_start: int | None = None
+        self._counts_out_of_order = s.strategy == "auto" and self.download is not None
         self._aux: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_state = self.core.state
@@ -252,6 +258,9 @@ class WarmupController:
             except (UpstreamError, TimeoutError) as exc:
                 self._feed(m.SessionEnded(session.state is SessionState.DRAINING, str(exc)))
                 return
+            if self.coordinator.lossy_until > self._clock():
+                # Before Connected: a fresh connection on a lossy path is not grown.
+                self._feed(m.PathLossy(self.coordinator.lossy_until))
             self._feed(m.Connected(session.min_rtt or rtt))
             while self.core.state not in (WarmState.DRAINING, WarmState.FAILED):
                 wake = self.core.wake_at
@@ -288,6 +297,8 @@ class WarmupController:
 
     # -- events in, commands out ------------------------------------------------------------------
     def _feed(self, event: m.Event) -> None:
+        if self._counts_out_of_order and isinstance(event, m.RealStarted | m.RealEnded):
+            event = self._with_out_of_order(event)
         for command in self.core.handle(event, self._clock()):
             self._execute(command)
         self.selection_facts = self._selection_facts()
@@ -303,6 +314,30 @@ class WarmupController:
             if self.core.state is WarmState.FAILED and self.core.last_error:
                 log.warning("warm-up of session %d stopped: %s", self.index, self.core.last_error)
             self._last_state = self.core.state
+
+    def _with_out_of_order(self, event: m.RealStarted | m.RealEnded) -> m.Event:
+        """Loss on the download path during a busy period, from the kernel's count of
+        packets that arrived out of order: read at the period's two edges only (two
+        getsockopt calls per busy period, none per request under load)."""
+        if not event.here:
+            return event
+        count = self._read_out_of_order()
+        if isinstance(event, m.RealStarted):
+            self._out_of_order_at_start = count
+            return event
+        start, self._out_of_order_at_start = self._out_of_order_at_start, None
+        if count is None or start is None:
+            return event
+        return replace(event, out_of_order=count - start)
+
+    def _read_out_of_order(self) -> int | None:
+        sock = self.session.socket
+        if sock is None:
+            return None
+        try:
+            return read_tcp_info(sock).rcv_ooopack
+        except OSError:
+            return None
 
     def _trace(self, event: m.Event) -> None:
         """What the warm-up saw of the server's window (debug log)."""
@@ -350,6 +385,10 @@ class WarmupController:
             self.session.limit_burst(command.size)
         elif isinstance(command, m.PaceSends):
             self._setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, int(command.rate))
+        elif isinstance(command, m.Renew) and self.coordinator.renew(self, self._clock()):
+            # The pool sees a retired session as routine and dials its replacement at once.
+            self.renewals += 1
+            self.session.retire(command.reason)
         # WakeAt: the run loop reads core.wake_at.
 
     def _setsockopt(self, level: int, option: int, value: int) -> None:

@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 import collections
+import math
 import time
 from typing import Protocol
 
 from cwndproxy.upstream.counters import TrafficKind
 from cwndproxy.upstream.session import H2Session, UpstreamStream
 from cwndproxy.warmup import messages as m
-from cwndproxy.warmup.policy import Flight
+from cwndproxy.warmup.policy import LOSSY_PATH_HOLD, MIN_RENEW_INTERVAL, Flight
 
 # Shorter idle periods before a GOAWAY are not an idle timeout (a restart, a reload).
 MIN_IDLE_TIMEOUT = 2.0
@@ -98,6 +99,10 @@ class WarmupCoordinator:
         self._grow_queue: collections.deque[Member] = collections.deque()
         # The upstream's idle timeout, once a session without streams got a GOAWAY.
         self.idle_timeout: float | None = None
+        # Until when the pool keeps fresh connections rather than growing windows (each
+        # renewal of a session whose window loss had cut starts it again); the last one.
+        self.lossy_until = 0.0
+        self._renewed_at = -math.inf
 
     # -- membership -------------------------------------------------------------------------
     def watch(self, session: H2Session) -> None:
@@ -137,6 +142,19 @@ class WarmupCoordinator:
             self.idle_timeout = idle
             for member in list(self.members):
                 member.post(m.IdleTimeoutLearned(idle))
+
+    def renew(self, member: Member, now: float) -> bool:
+        """May ``member`` replace its session by a fresh connection (its window was cut by
+        loss)? At most one renewal per MIN_RENEW_INTERVAL pool-wide, as each costs a
+        handshake; each one tells every other member the path is lossy."""
+        if now - self._renewed_at < MIN_RENEW_INTERVAL:
+            return False
+        self._renewed_at = now
+        self.lossy_until = now + LOSSY_PATH_HOLD
+        for other in list(self.members):
+            if other is not member:
+                other.post(m.PathLossy(self.lossy_until))
+        return True
 
     def remove(self, member: Member) -> None:
         if member in self.members:

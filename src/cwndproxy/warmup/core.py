@@ -33,6 +33,7 @@ from cwndproxy.warmup import messages as m
 from cwndproxy.warmup.pacing import TokenBucket
 from cwndproxy.warmup.policy import (
     GROW_MAX_FETCHES,
+    LOSSY_PATH_HOLD,
     RAMP_MAX_DWELLS,
     RAMP_REACH,
     UNKNOWN_WINDOW_SHARE,
@@ -47,6 +48,7 @@ from cwndproxy.warmup.policy import (
     WindowVerdict,
     estimated_rto,
     fits_initial_window,
+    fresh_connection_beats,
     grown,
     hold_ping_interval,
     mean_rate,
@@ -167,6 +169,8 @@ class WarmupCore:
         self._lost_pending = False
         self._regrow_holdoff = 0.0
         self._regrow_not_before = 0.0
+        # Until when the pool keeps fresh connections on a lossy path (PathLossy).
+        self.lossy_until = 0.0
         # The upstream refused the warm-up path (e.g. 404): auto then only holds.
         self.grow_rejected = False
         # Counters and notes (dashboard, tests).
@@ -202,6 +206,8 @@ class WarmupCore:
             return "PINGs do not hold this upstream's window: bursts"
         if self.can_grow and self.within_initial_window:
             return f"nothing to warm: a {self.target_bdp:,}-byte target fits the initial window"
+        if self.keeps_fresh:
+            return "lossy path: fresh connections instead of loss-cut windows"
         if self.grow_rejected:
             return f"holding what real traffic grew ({self.last_error})"
         if not self.can_grow:
@@ -243,6 +249,22 @@ class WarmupCore:
         """The per-connection target's bandwidth-delay product (unlike ``window``, not
         raised to the smallest window worth a grow fetch)."""
         return math.ceil(self.settings.target_bps / 8 * self._rtt)
+
+    @property
+    def keeps_fresh(self) -> bool:
+        """auto on a lossy path (PathLossy): a window cut by loss is worth less than a new
+        connection's slow start, and a grow fetch would only spend that slow start."""
+        return self.settings.strategy == "auto" and self.now < self.lossy_until
+
+    @property
+    def grows_windows(self) -> bool:
+        """auto grows, checks and judges this session's window."""
+        return (
+            self.settings.strategy == "auto"
+            and self.can_grow
+            and not self.within_initial_window
+            and not self.keeps_fresh
+        )
 
     @property
     def within_initial_window(self) -> bool:
@@ -318,7 +340,7 @@ class WarmupCore:
             assert self.plan is not None
             phase = stagger_offset(self.index, self.pool_size, self.plan.interval)
             self._burst_at = next_phase(self.now, phase, self.plan.interval)
-        if self.wants_verdicts and self.can_grow and self._check_at is None:
+        if self.grows_windows and self._check_at is None:
             self._check_at = self.now + self._first_check_delay()
 
     def _serve(self) -> None:
@@ -345,8 +367,11 @@ class WarmupCore:
     def _on_Connected(self, event: m.Connected) -> None:
         self.min_rtt = event.rtt
         self._sizes()
-        if self.settings.strategy == "ping" or not self.can_grow or self.within_initial_window:
-            # Nothing to grow with, or nothing to grow: hold what real traffic grows.
+        if self.settings.strategy == "ping" or (
+            self.settings.strategy == "auto" and not self.grows_windows
+        ):
+            # Nothing to grow with, nothing to grow, or a lossy path: hold what real traffic
+            # grows.
             self._fire(WarmEvent.CONNECTED_HOLD)
         else:
             self._fire(WarmEvent.CONNECTED)
@@ -391,9 +416,12 @@ class WarmupCore:
         self.real_here = max(0, self.real_here - 1)
         if event.flight is not None:
             self._judge(event.flight)
+        if self.real_here == 0 and self._loss_cut_the_window(event):
+            # No grow here either (the pool hears the same from the renewal): this session
+            # is retired, or, if the pool renewed another a moment ago, held as it is.
+            self.lossy_until = max(self.lossy_until, self.now + LOSSY_PATH_HOLD)
         if self.state is WarmState.SERVING and self.real_here == 0:
-            regrow = self.settings.strategy == "auto" and self.can_grow
-            regrow = regrow and not self.within_initial_window
+            regrow = self.grows_windows
             regrow = regrow and (self._lost_pending or not self.grown_once)
             regrow = regrow and self.now >= self._regrow_not_before
             self._lost_pending = False
@@ -403,6 +431,45 @@ class WarmupCore:
 
     def _on_RealFlight(self, event: m.RealFlight) -> None:
         self._judge(event.flight)
+
+    def _loss_cut_the_window(self, event: m.RealEnded) -> bool:
+        """After a busy period with loss on the download path: renew the session when the
+        window the last response ended with is so small that a new connection's slow start
+        (no ssthresh yet) would beat it. A window cut by loss is held as faithfully as a
+        grown one, and with it the cut ssthresh: congestion avoidance from there grows a
+        packet per round trip. A drop or two on a clean path leaves cubic 0.7 of a big
+        window: nowhere near this."""
+        flight = event.flight
+        if (
+            self.settings.strategy != "auto"
+            or not self.settings.download
+            or self.within_initial_window
+            or not event.out_of_order
+            or flight is None
+            or flight.tail_bps is None
+            or not self.min_rtt
+            or self.state not in (WarmState.SERVING, WarmState.HOLDING)
+        ):
+            return False
+        window_left = int(flight.tail_bps / 8 * self.min_rtt)
+        if not fresh_connection_beats(window_left, self.window):
+            return False
+        self._out.append(
+            m.Renew(
+                f"renewed: loss cut its window to {window_left:,} bytes of {self.window:,}"
+                " (a new connection's slow start beats that)"
+            )
+        )
+        return True
+
+    def _on_PathLossy(self, event: m.PathLossy) -> None:
+        self.lossy_until = max(self.lossy_until, event.until)
+        self._check_at = None
+        self._check_wanted = False
+        if self.state is WarmState.RAMPING and self.settings.strategy == "auto":
+            # A grow would spend the fresh connection's slow start on dummy data.
+            self._cancel_dummies()
+            self._fire(WarmEvent.PLATEAU)
 
     def _judge(self, flight: Flight) -> None:
         """What a real response showed of the window: held or lost (its first flight), and
@@ -419,8 +486,7 @@ class WarmupCore:
 
     @property
     def wants_verdicts(self) -> bool:
-        auto = self.settings.strategy == "auto"
-        return auto and bool(self.window) and not self.within_initial_window
+        return self.grows_windows and bool(self.window)
 
     @property
     def flight_floor(self) -> float:
@@ -487,7 +553,7 @@ class WarmupCore:
 
     def _on_PingMissed(self, event: m.PingMissed) -> None:
         self.pings_missed += 1
-        if self.wants_verdicts and self.can_grow and self.grown_once:
+        if self.wants_verdicts and self.grown_once:
             # No answer: the server may have been silent for an RTO. Look at once.
             self._check_at = self.now
 
@@ -525,7 +591,7 @@ class WarmupCore:
         """Start the next grow fetch when this session holds the grow slot, no real traffic
         runs anywhere in the pool and no grow is in flight."""
         if (
-            self.settings.strategy != "auto"
+            not self.grows_windows
             or self.state is not WarmState.RAMPING
             or not self._slot_held
             or self.real_pool
@@ -705,8 +771,9 @@ class WarmupCore:
             if not self.jobs and not self.real_here:
                 self._start_job(1, m.Purpose.KEEPALIVE)
         if self._check_at is not None and now >= self._check_at:
-            if self.within_initial_window:
-                # A later PING showed a shorter RTT than the first: nothing to verify.
+            if not self.grows_windows:
+                # A later PING showed a shorter RTT than the first, or the path turned out
+                # lossy: nothing to verify.
                 self._check_at = None
             elif self.real_pool or self.jobs:
                 self._check_at = now + NO_SLOT_RETRY  # real traffic first; look later

@@ -62,6 +62,9 @@ class RealEnded:
 
     here: bool
     flight: Flight | None = None  # what the response's first round trip carried
+    # Packets that arrived out of order on this session's connection while it was busy
+    # (tcpi_rcv_ooopack): each loss on the download path makes some. None: not read.
+    out_of_order: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,14 @@ class IdleTimeoutLearned:
 
 
 @dataclass(frozen=True)
+class PathLossy:
+    """A session of the pool was renewed because loss had cut its window: until ``until``
+    (monotonic seconds) the pool keeps fresh connections rather than growing any."""
+
+    until: float
+
+
+@dataclass(frozen=True)
 class SessionEnded:
     draining: bool  # GOAWAY (streams finish) rather than a lost connection
     reason: str = ""
@@ -145,6 +156,7 @@ Event = (
     | PingMissed
     | GrowSlotGranted
     | IdleTimeoutLearned
+    | PathLossy
     | SessionEnded
 )
 
@@ -201,6 +213,15 @@ class ReleaseGrowSlot:
     pass
 
 
+@dataclass(frozen=True)
+class Renew:
+    """Replace this session with a fresh connection (a graceful retirement: the pool dials
+    the replacement at once). Its window was cut by loss below what a fresh connection's
+    slow start, with no ssthresh yet, delivers sooner."""
+
+    reason: str
+
+
 Command = (
     StartDummy
     | CancelDummies
@@ -210,4 +231,5 @@ Command = (
     | ReleaseGrowSlot
     | LimitBurst
     | PaceSends
+    | Renew
 )

@@ -182,3 +182,17 @@ def test_a_stream_from_before_the_watch_is_not_counted_at_its_end() -> None:
     assert coord.real_streams == 0 and mb.posts == []
     a.stream(True)
     assert coord.real_streams == 1 and mb.busy_elsewhere() == 1
+
+
+def test_renewals_are_one_a_second_pool_wide_and_tell_the_others_the_path_is_lossy() -> None:
+    coord = WarmupCoordinator()
+    a, b, c = Recorder(StubSession()), Recorder(StubSession()), Recorder(StubSession())
+    for member in (a, b, c):
+        coord.add(member)
+    assert coord.renew(a, now=100.0)
+    assert coord.lossy_until == 160.0
+    assert a.posts == [] and b.posts == c.posts == [m.PathLossy(until=160.0)]
+    # Each renewal costs a handshake: not two in the same second, whoever asks.
+    assert not coord.renew(b, now=100.5)
+    assert coord.renew(b, now=101.0)
+    assert a.posts == c.posts[1:] == [m.PathLossy(until=161.0)]

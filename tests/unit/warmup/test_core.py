@@ -573,3 +573,60 @@ def test_a_shorter_rtt_learned_while_holding_ends_the_checks() -> None:
     pb.tick(30.0)
     pb.done()
     assert pb.core.checks == 0 and pb.core._check_at is None
+
+
+def lossy_response(pb: Playbook, at: float, window_left: int, out_of_order: int) -> None:
+    """A real response here from ``at`` to ``at`` + 1 s whose last two round trips carried
+    ``window_left`` bytes each, with ``out_of_order`` packets out of order meanwhile."""
+    pb.at(at) >> m.RealStarted(here=True)
+    tail_bps = window_left * 8 / RTT
+    flight = Flight(int(0.9 * W), 2 * W, tail_bps)
+    pb.at(at + 1.0) >> m.RealEnded(here=True, flight=flight, out_of_order=out_of_order)
+
+
+def test_a_window_loss_cut_below_a_fresh_start_renews_the_session() -> None:
+    """After a busy period with loss, a window left at 100 KB of a 1 MB target (a fresh
+    connection needs 6.1 round trips for the target, this one 10): renew the session, and
+    grow nothing in the meantime (the pool hears of the lossy path from the renewal)."""
+    pb = grown_auto()
+    lossy_response(pb, 2.0, 100_000, out_of_order=40)
+    pb << m.Renew
+    pb.done()
+    assert pb.state() is WarmState.HOLDING and pb.core.keeps_fresh
+    assert pb.core.note == "lossy path: fresh connections instead of loss-cut windows"
+    # No check comes due while the path counts as lossy.
+    pb.tick(40.0)
+    pb.done()
+    assert pb.core.checks == 0
+
+
+def test_no_renewal_without_loss_or_with_a_window_worth_keeping() -> None:
+    pb = grown_auto()
+    # A small tail but nothing out of order: not cut by loss (e.g. a slow backend).
+    lossy_response(pb, 2.0, 100_000, out_of_order=0)
+    pb.done()
+    # Loss, but cubic left 0.7 of the window: far better than a fresh start.
+    lossy_response(pb, 5.0, int(0.7 * W), out_of_order=40)
+    pb.done()
+    assert not pb.core.keeps_fresh
+
+
+def test_on_a_lossy_path_a_new_session_holds_without_growing_until_the_hold_ends() -> None:
+    pb = Playbook(core(), QUIET)
+    pb >> m.PathLossy(until=60.0) >> m.Connected(RTT)
+    pb.done()
+    assert pb.state() is WarmState.HOLDING and pb.core.grows == 0
+    # A real response after the lossy hold ended: never grown, so it grows now.
+    pb.at(61.0) >> m.RealStarted(here=True)
+    pb.at(61.5) >> m.RealEnded(here=True) << m.RequestGrowSlot
+    pb.done()
+    assert pb.state() is WarmState.RAMPING
+
+
+def test_news_of_a_lossy_path_stops_a_grow_in_flight() -> None:
+    pb = Playbook(core(), QUIET)
+    pb >> m.Connected(RTT) << m.RequestGrowSlot
+    pb >> m.GrowSlotGranted() << m.StartDummy(1, W, m.Purpose.GROW)
+    pb.at(0.2) >> m.PathLossy(until=60.2) << m.CancelDummies << m.ReleaseGrowSlot
+    pb.done()
+    assert pb.state() is WarmState.HOLDING and not pb.core.jobs

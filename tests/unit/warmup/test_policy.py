@@ -9,6 +9,7 @@ from cwndproxy.warmup.policy import (
     WarmEvent,
     WarmState,
     fits_initial_window,
+    fresh_connection_beats,
     next_state,
     plan_bursts,
     ramp_verdict,
@@ -106,3 +107,17 @@ def test_a_target_fits_the_initial_window_up_to_ten_segments() -> None:
     assert not fits_initial_window(1e9, 0.001)
     # The matrix's smallest per-connection target: 2.5 Mbit/s over 100 ms (31 KB).
     assert not fits_initial_window(2.5e6, 0.100)
+
+
+def test_a_fresh_connection_beats_only_a_window_loss_cut_far_below_the_target() -> None:
+    # The loss cell: a 100 KB target (69 packets at 40 ms, 20 Mbit/s). A fresh connection
+    # needs log2(100,000 / 14,480 + 1) = 2.98 round trips for it: it beats a window under
+    # ~33.5 KB (23 packets), as those the lossy path left (4-22 packets).
+    assert fresh_connection_beats(7 * 1448, 100_000)
+    assert fresh_connection_beats(22 * 1448, 100_000)
+    assert not fresh_connection_beats(30 * 1448, 100_000)
+    # A clean 80 ms, 100 Mbit/s path (1 MB target): cubic's 0.7 after a drop is far above
+    # the 163 KB where a fresh connection would start to win.
+    assert not fresh_connection_beats(700_000, 1_000_000)
+    assert fresh_connection_beats(150_000, 1_000_000)
+    assert fresh_connection_beats(0, 1_000_000)
