@@ -75,7 +75,8 @@ class PoolCollector(Collector):
         )
         reconnects = CounterMetricFamily(
             "cwnd_proxy_upstream_reconnects",
-            "Upstream connections replaced (GOAWAY, loss, retired at the stream limit)",
+            "Upstream connections replaced (GOAWAY, connection lost, retired at the stream limit, "
+            "renewed because packet loss cut the window)",
             labels=["session"],
         )
         state = GaugeMetricFamily(

@@ -107,3 +107,15 @@ def read_tcp_info(sock: SocketLike) -> TcpInfo:
     """Raises OSError if the socket is closed or not TCP."""
     raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
     return parse_tcp_info(raw)
+
+
+def read_field(sock: SocketLike, name: str) -> int | None:
+    """One field of TCP_INFO, without building the whole record (the warm-up reads one at
+    each busy edge). None if this kernel's struct is too short for it. Raises OSError as
+    read_tcp_info does."""
+    offset, fmt = _FIELDS[name]
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
+    if len(raw) < offset + struct.calcsize(fmt):
+        return None
+    value: int = struct.unpack_from("=" + fmt, raw, offset)[0]
+    return value

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 
 from cwndproxy.upstream.session import H2Session, SessionState, UpstreamError
-from cwndproxy.upstream.tcpinfo import read_tcp_info
+from cwndproxy.upstream.tcpinfo import read_field, read_tcp_info
 from cwndproxy.warmup import messages as m
 from cwndproxy.warmup.coordinator import WarmupCoordinator
 from cwndproxy.warmup.core import CoreSettings, WarmupCore
@@ -335,7 +335,7 @@ class WarmupController:
         if sock is None:
             return None
         try:
-            return read_tcp_info(sock).rcv_ooopack
+            return read_field(sock, "rcv_ooopack")
         except OSError:
             return None
 

@@ -463,13 +463,18 @@ class WarmupCore:
         return True
 
     def _on_PathLossy(self, event: m.PathLossy) -> None:
+        if self.settings.strategy != "auto":
+            return
         self.lossy_until = max(self.lossy_until, event.until)
         self._check_at = None
         self._check_wanted = False
-        if self.state is WarmState.RAMPING and self.settings.strategy == "auto":
+        if self.state is WarmState.RAMPING:
             # A grow would spend the fresh connection's slow start on dummy data.
             self._cancel_dummies()
-            self._fire(WarmEvent.PLATEAU)
+            self._fire(WarmEvent.PLATEAU)  # holds, and gives the grow slot back
+        elif self.state is WarmState.HOLDING:
+            self._cancel_dummies()  # a check in flight
+            self._release_slot()  # held or asked for a check
 
     def _judge(self, flight: Flight) -> None:
         """What a real response showed of the window: held or lost (its first flight), and

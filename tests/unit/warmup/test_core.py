@@ -630,3 +630,16 @@ def test_news_of_a_lossy_path_stops_a_grow_in_flight() -> None:
     pb.at(0.2) >> m.PathLossy(until=60.2) << m.CancelDummies << m.ReleaseGrowSlot
     pb.done()
     assert pb.state() is WarmState.HOLDING and not pb.core.jobs
+
+
+def test_news_of_a_lossy_path_gives_back_the_slot_a_check_waited_for() -> None:
+    pb = grown_auto()
+    first_check = 1.0 + 8 * (RTT + 0.2)
+    pb.tick(first_check) << m.RequestGrowSlot
+    pb.done()
+    pb.at(first_check + 0.1) >> m.PathLossy(until=first_check + 60) << m.ReleaseGrowSlot
+    pb.done()
+    # Granted late: given back at once, no check.
+    pb >> m.GrowSlotGranted() << m.ReleaseGrowSlot
+    pb.done()
+    assert pb.core.checks == 0 and not pb.core.jobs
