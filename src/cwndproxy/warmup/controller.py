@@ -146,9 +146,6 @@ class WarmupController:
         # Dummy jobs not started because they would have taken the upstream's last free
         # stream slot (a real request would then wait behind warm-up traffic).
         self.no_slot_refusals = 0
-        # Sessions replaced by fresh connections because loss had cut their windows (0 or
-        # 1: the renewed session's controller ends with it).
-        self.renewals = 0
         # tcpi_rcv_ooopack when this session's current busy period began (auto, download).
         self._out_of_order_at_start: int | None = None
         self._counts_out_of_order = s.strategy == "auto" and self.download is not None
@@ -386,8 +383,8 @@ class WarmupController:
         elif isinstance(command, m.PaceSends):
             self._setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, int(command.rate))
         elif isinstance(command, m.Renew) and self.coordinator.renew(self, self._clock()):
-            # The pool sees a retired session as routine and dials its replacement at once.
-            self.renewals += 1
+            # The pool sees a retired session as routine, dials its replacement at once and
+            # logs the reason; its reconnect count includes renewals.
             self.session.retire(command.reason)
         # WakeAt: the run loop reads core.wake_at.
 

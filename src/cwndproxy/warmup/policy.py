@@ -76,7 +76,8 @@ class WarmState(enum.Enum):
 
 class WarmEvent(enum.Enum):
     CONNECTED = "connected"
-    # connected, and nothing to grow (ping, no path, or a target within the initial window)
+    # connected, and nothing to grow: ping, no warm-up path, a target within the initial
+    # window, or a lossy path (a fresh connection is kept, not grown)
     CONNECTED_HOLD = "connected_hold"
     TARGET_REACHED = "target_reached"
     PLATEAU = "plateau"
