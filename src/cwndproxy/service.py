@@ -164,6 +164,7 @@ class ProxyService:
             upload_retry=p.fallback_upload_retry,
             headers=dict(p.warm_up_headers),
             burst_limit_bdp=p.burst_limit_bdp,
+            renew_lossy_sessions=p.renew_lossy_sessions,
         )
 
     def _attach_warmup(self, slot: PoolSlot, session: H2Session) -> None:

@@ -162,16 +162,16 @@ def test_demo_across_an_emulated_wan() -> None:
     assert {s.name for s in netns.list_states()} == before
 
 
-def test_on_a_lossy_path_the_default_renews_loss_cut_sessions(tmp_path: Path) -> None:
+def test_on_a_lossy_path_auto_renews_loss_cut_sessions_when_asked(tmp_path: Path) -> None:
     """40 ms, 20 Mbit/s, 5% random loss: a 200 KB fetch leaves the origin's window far below
     what a new connection's slow start delivers sooner (11-14 KB of a 100 KB target in a
-    trial run). The default then replaces the session by a fresh connection, as its log
-    says; in that run after every one of the four fetches."""
+    trial run). With --renew-lossy-sessions auto then replaces the session by a fresh
+    connection, as its log says; in that run after every one of the four fetches."""
     log = tmp_path / "proxy.log"
     with netns.Testbed(netns.LinkSpec(RTT, RATE, loss=0.05)) as tb:
         info = origins.start_nginx(tb, blob_size=4_000_000)
         argv = proxy_argv_for_testbed(info, pool_size=1, bandwidth_mbps=20)
-        proxy = tb.start_proxy(argv, log=log)
+        proxy = tb.start_proxy([*argv, "--renew-lossy-sessions"], log=log)
         try:
             url = f"http://127.0.0.1:8080{info.blob_path}"
             time.sleep(3.0)  # connect and grow

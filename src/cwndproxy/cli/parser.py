@@ -77,6 +77,14 @@ def _add_proxy_flags(p: argparse.ArgumentParser, *, upstream: bool) -> None:
         "X x --bandwidth-mbps)",
     )
     g.add_argument(
+        "--renew-lossy-sessions",
+        action="store_true",
+        default=None,
+        help="auto: replace a session whose window packet loss cut below what a new "
+        "connection's slow start delivers sooner; helps on paths with random loss, hurts "
+        "beside a competing bulk flow (off by default; docs/WARMUP.md)",
+    )
+    g.add_argument(
         "--congestion-control",
         metavar="NAME",
         help="congestion control of our upstream sockets (e.g. bbr; default: the system's); "
@@ -286,6 +294,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("strategy", p, "strategy"),
         ("warm_up_target", p, "warm_up_target"),
         ("burst_limit_bdp", p, "burst_limit_bdp"),
+        ("renew_lossy_sessions", p, "renew_lossy_sessions"),
         ("ca_file", t, "tls_ca_file"),
         ("congestion_control", t, "congestion_control"),
         ("server_name", t, "tls_server_name"),

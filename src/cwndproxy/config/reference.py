@@ -54,6 +54,10 @@ MEANING: dict[str, str] = {
         "auto: what a held window may send at once after idle, in BDPs (metered HTTP/2 "
         "window for downloads, pacing for uploads); 0 = no limit."
     ),
+    "pool.renew_lossy_sessions": (
+        "auto: replace a session whose window packet loss cut below a new connection's "
+        "slow start (helps on random loss, hurts beside a competing flow)."
+    ),
     "pool.rtt_probe_interval_ms": "HTTP/2 PING period for RTT measurement; 0 = off.",
     "pool.stream_window_bytes": "HTTP/2 stream receive window (must exceed the BDP).",
     "pool.connection_window_bytes": "HTTP/2 connection receive window (buffer allowance).",

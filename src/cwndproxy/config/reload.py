@@ -53,6 +53,7 @@ WARMUP = {
     "pool.strategy",
     "pool.warm_up_target",
     "pool.burst_limit_bdp",
+    "pool.renew_lossy_sessions",
 }
 
 

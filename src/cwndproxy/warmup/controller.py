@@ -93,6 +93,7 @@ class WarmupSettings:
     backoff_min: float = 1.0
     backoff_max: float = 60.0
     burst_limit_bdp: float = 0.0
+    renew_lossy_sessions: bool = False
 
 
 class WarmupController:
@@ -136,6 +137,7 @@ class WarmupController:
                 backoff_min=s.backoff_min,
                 backoff_max=s.backoff_max,
                 burst_limit_bdp=s.burst_limit_bdp,
+                renew_lossy_sessions=s.renew_lossy_sessions,
             ),
             now=clock(),
             index=index,
@@ -148,7 +150,9 @@ class WarmupController:
         self.no_slot_refusals = 0
         # tcpi_rcv_ooopack when this session's current busy period began (auto, download).
         self._out_of_order_at_start: int | None = None
-        self._counts_out_of_order = s.strategy == "auto" and self.download is not None
+        self._counts_out_of_order = (
+            s.strategy == "auto" and s.renew_lossy_sessions and self.download is not None
+        )
         self._aux: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_state = self.core.state

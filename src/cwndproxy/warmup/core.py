@@ -103,6 +103,8 @@ class CoreSettings:
     # auto: limit what the upstream (download) or we (upload) can put in flight at once to
     # this many target windows; 0 = no limit.
     burst_limit_bdp: float = 0.0
+    # auto: renew a session whose window loss cut below a fresh connection's slow start.
+    renew_lossy_sessions: bool = False
 
 
 class WarmupCore:
@@ -442,6 +444,7 @@ class WarmupCore:
         flight = event.flight
         if (
             self.settings.strategy != "auto"
+            or not self.settings.renew_lossy_sessions
             or not self.settings.download
             or self.within_initial_window
             or not event.out_of_order

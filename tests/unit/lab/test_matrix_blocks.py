@@ -4,7 +4,7 @@ ssthresh low for the whole cell (docs/BENCHMARKS.md, S1's `off`)."""
 
 from __future__ import annotations
 
-from cwndproxy.lab.bench.matrix import ARMS, Running, blocks
+from cwndproxy.lab.bench.matrix import ARMS, CELLS, Running, blocks
 
 
 def names(groups: list[list[Running]]) -> list[list[str]]:
@@ -17,6 +17,7 @@ def test_each_warm_up_arm_alone_then_the_rest_together() -> None:
         ["default"],
         ["burst"],
         ["ping"],
+        ["renew"],
         ["off", "haproxy", "nginx", "cold", "bbr"],
     ]
 
@@ -26,3 +27,10 @@ def test_a_cell_without_warm_up_arms_is_one_block() -> None:
     assert names(blocks(quiet)) == [["off", "haproxy"]]
     warm = [Running(arm, 8443, 9000) for arm in ARMS if arm.name == "default"]
     assert names(blocks(warm)) == [["default"]]
+
+
+def test_the_renewal_arm_runs_only_where_there_is_loss_or_a_competing_flow() -> None:
+    renew = next(arm for arm in ARMS if arm.name == "renew")
+    assert sorted(cell.name for cell in CELLS if renew.runs_in(cell)) == ["cross", "loss"]
+    default = next(arm for arm in ARMS if arm.name == "default")
+    assert all(default.runs_in(cell) for cell in CELLS)

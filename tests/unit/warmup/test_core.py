@@ -99,6 +99,7 @@ def core(strategy: str = "auto", **kw: Any) -> WarmupCore:
         upload=kw.pop("upload", False),
         dwell=kw.pop("dwell", 1.0),
         burst_limit_bdp=kw.pop("burst_limit_bdp", 0.0),
+        renew_lossy_sessions=kw.pop("renew_lossy_sessions", False),
         backoff_min=1.0,
         backoff_max=60.0,
     )
@@ -108,9 +109,9 @@ def core(strategy: str = "auto", **kw: Any) -> WarmupCore:
 QUIET = (m.WakeAt, m.SendPing)
 
 
-def grown_auto(ignore: tuple[type, ...] = QUIET) -> Playbook:
+def grown_auto(ignore: tuple[type, ...] = QUIET, **kw: Any) -> Playbook:
     """An auto core that grew its window and holds it (t = 1.0)."""
-    pb = Playbook(core(), ignore)
+    pb = Playbook(core(**kw), ignore)
     pb >> m.Connected(RTT) << m.RequestGrowSlot
     pb >> m.GrowSlotGranted() << m.StartDummy(1, W, m.Purpose.GROW)
     # From the initial window: the first flight is small, the fetch grows the window.
@@ -588,7 +589,7 @@ def test_a_window_loss_cut_below_a_fresh_start_renews_the_session() -> None:
     """After a busy period with loss, a window left at 100 KB of a 1 MB target (a fresh
     connection needs 6.1 round trips for the target, this one 10): renew the session, and
     grow nothing in the meantime (the pool hears of the lossy path from the renewal)."""
-    pb = grown_auto()
+    pb = grown_auto(renew_lossy_sessions=True)
     lossy_response(pb, 2.0, 100_000, out_of_order=40)
     pb << m.Renew
     pb.done()
@@ -601,7 +602,7 @@ def test_a_window_loss_cut_below_a_fresh_start_renews_the_session() -> None:
 
 
 def test_no_renewal_without_loss_or_with_a_window_worth_keeping() -> None:
-    pb = grown_auto()
+    pb = grown_auto(renew_lossy_sessions=True)
     # A small tail but nothing out of order: not cut by loss (e.g. a slow backend).
     lossy_response(pb, 2.0, 100_000, out_of_order=0)
     pb.done()
@@ -609,6 +610,11 @@ def test_no_renewal_without_loss_or_with_a_window_worth_keeping() -> None:
     lossy_response(pb, 5.0, int(0.7 * W), out_of_order=40)
     pb.done()
     assert not pb.core.keeps_fresh
+    # Off by default: beside a competing flow a new connection's slow start ends early.
+    off = grown_auto()
+    lossy_response(off, 2.0, 100_000, out_of_order=40)
+    off.done()
+    assert not off.core.keeps_fresh
 
 
 def test_on_a_lossy_path_a_new_session_holds_without_growing_until_the_hold_ends() -> None:

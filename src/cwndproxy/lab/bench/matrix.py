@@ -142,6 +142,14 @@ class Arm:
     strategy: str | None = None  # proxy: None = the product's default
     extra: tuple[str, ...] = ()
     upload_only: bool = False
+    lossy_only: bool = False  # only in the cells with loss or a competing flow
+
+    def runs_in(self, cell: Cell) -> bool:
+        return (
+            self.name not in cell.skip_arms
+            and (cell.upload or not self.upload_only)
+            and (not self.lossy_only or cell.loss > 0 or cell.cross)
+        )
 
     def resolved_strategy(self) -> str | None:
         if self.kind != "proxy":
@@ -165,6 +173,9 @@ ARMS: tuple[Arm, ...] = (
     # Upload only: our own sender under BBR, no warm-up at all (issue: does a congestion
     # control that owns its loop skip the idle restart without any dummy bytes?).
     Arm("bbr", "proxy", "off", ("--congestion-control", "bbr"), upload_only=True),
+    # The default with the renewal of loss-cut sessions, which is off by default: it wins
+    # with random loss and lost beside a competing flow (docs/WARMUP.md section 4).
+    Arm("renew", "proxy", None, ("--renew-lossy-sessions",), lossy_only=True),
 )
 
 
@@ -865,9 +876,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, cell in enumerate(cells, 1):
         if args.runs:
             cell = Cell(**{**asdict(cell), "runs": args.runs})
-        cell_arms = [
-            a for a in arms if a.name not in cell.skip_arms and (cell.upload or not a.upload_only)
-        ]
+        cell_arms = [a for a in arms if a.runs_in(cell)]
         say(f"cell {i}/{len(cells)} {cell.name}: {cell.describe()}")
         say(f"  ideal {cell.ideal * 1000:.0f} ms; arms {', '.join(a.name for a in cell_arms)}")
         t0 = time.monotonic()
