@@ -87,9 +87,10 @@ class PoolConfig:
     burst_limit_bdp: float = 0.9
     # auto: replace a session whose window packet loss cut below what a new connection's
     # slow start delivers sooner (docs/WARMUP.md). Off by default: it wins on paths with
-    # random loss and an empty queue (1% loss: 219 ms p50 against 498 without), but where
-    # the loss comes from a competing flow's full queue the new connection's slow start
-    # ends early (HyStart) and fetches got slower (up to 7.9 s against 1.4-1.8 s).
+    # random loss and an empty queue (1% loss: 219 ms p50 against HAProxy's 498), but
+    # where the loss comes from a competing flow's full queue the new connection's slow
+    # start ends early (by our reading HyStart's delay test) and the fetches after a
+    # renewal got slower (up to 7.9 s against 1.4-1.8 s).
     renew_lossy_sessions: bool = False
     # HTTP/2 PING period for RTT measurement; 0 disables it.
     rtt_probe_interval_ms: int = 1000

@@ -174,7 +174,8 @@ ARMS: tuple[Arm, ...] = (
     # control that owns its loop skip the idle restart without any dummy bytes?).
     Arm("bbr", "proxy", "off", ("--congestion-control", "bbr"), upload_only=True),
     # The default with the renewal of loss-cut sessions, which is off by default: it wins
-    # with random loss and lost beside a competing flow (docs/WARMUP.md section 4).
+    # with random loss, and beside a competing flow it lost to HAProxy in two runs of three
+    # (docs/WARMUP.md section 4).
     Arm("renew", "proxy", None, ("--renew-lossy-sessions",), lossy_only=True),
 )
 
