@@ -93,29 +93,29 @@ class TcpInfo:
         return self.snd_cwnd * self.snd_mss
 
 
-def parse_tcp_info(raw: bytes) -> TcpInfo:
-    values: dict[str, int | None] = {}
-    for name, (offset, fmt) in _FIELDS.items():
-        size = struct.calcsize(fmt)
-        values[name] = (
-            struct.unpack_from("=" + fmt, raw, offset)[0] if len(raw) >= offset + size else None
-        )
-    return TcpInfo(**values)  # type: ignore[arg-type]
-
-
-def read_tcp_info(sock: SocketLike) -> TcpInfo:
-    """Raises OSError if the socket is closed or not TCP."""
-    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
-    return parse_tcp_info(raw)
-
-
-def read_field(sock: SocketLike, name: str) -> int | None:
-    """One field of TCP_INFO, without building the whole record (the warm-up reads one at
-    each busy edge). None if this kernel's struct is too short for it. Raises OSError as
-    read_tcp_info does."""
+def _field(raw: bytes, name: str) -> int | None:
+    """One field of a raw TCP_INFO; None if this kernel's struct is too short for it."""
     offset, fmt = _FIELDS[name]
-    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
     if len(raw) < offset + struct.calcsize(fmt):
         return None
     value: int = struct.unpack_from("=" + fmt, raw, offset)[0]
     return value
+
+
+def parse_tcp_info(raw: bytes) -> TcpInfo:
+    return TcpInfo(**{name: _field(raw, name) for name in _FIELDS})  # type: ignore[arg-type]
+
+
+def _raw(sock: SocketLike) -> bytes:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
+
+
+def read_tcp_info(sock: SocketLike) -> TcpInfo:
+    """Raises OSError if the socket is closed or not TCP."""
+    return parse_tcp_info(_raw(sock))
+
+
+def read_field(sock: SocketLike, name: str) -> int | None:
+    """One field of TCP_INFO, without building the whole record (the warm-up reads one at
+    each busy edge). Raises OSError as read_tcp_info does."""
+    return _field(_raw(sock), name)
