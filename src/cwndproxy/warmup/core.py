@@ -46,6 +46,7 @@ from cwndproxy.warmup.policy import (
     WarmEvent,
     WarmState,
     WindowVerdict,
+    bdp_bytes,
     estimated_rto,
     fits_initial_window,
     fresh_connection_beats,
@@ -127,6 +128,11 @@ class WarmupCore:
         self.history: deque[tuple[float, WarmState]] = deque([(now, self.state)], maxlen=HISTORY)
         self.min_rtt: float | None = None
         self.window = 0  # the target window, bytes
+        # auto has nothing to grow or check: the target fits in the window any connection
+        # starts and restarts with (fits_initial_window). It still holds the connection.
+        # Set with the window (it changes only with the RTT): the pool reads it through
+        # flight_floor at every response's end.
+        self.within_initial_window = self._fits_initial_window()
         self.burst_limit: int | None = None  # the upstream's idle credit in force, bytes
         self.pacing: float | None = None  # our own pacing limit in force, bytes/s
         self.plan: BurstPlan | None = None
@@ -250,7 +256,7 @@ class WarmupCore:
     def target_bdp(self) -> int:
         """The per-connection target's bandwidth-delay product (unlike ``window``, not
         raised to the smallest window worth a grow fetch)."""
-        return math.ceil(self.settings.target_bps / 8 * self._rtt)
+        return math.ceil(bdp_bytes(self.settings.target_bps, self._rtt))
 
     @property
     def keeps_fresh(self) -> bool:
@@ -266,14 +272,6 @@ class WarmupCore:
             and self.can_grow
             and not self.within_initial_window
             and not self.keeps_fresh
-        )
-
-    @property
-    def within_initial_window(self) -> bool:
-        """auto has nothing to grow or check: the target fits in the window any connection
-        starts and restarts with (fits_initial_window). It still holds the connection."""
-        return self.settings.strategy == "auto" and fits_initial_window(
-            self.settings.target_bps, self._rtt
         )
 
     # -- the one entry point --------------------------------------------------------------------
@@ -822,9 +820,15 @@ class WarmupCore:
     def _rtt(self) -> float:
         return self.min_rtt if self.min_rtt is not None else 0.1
 
+    def _fits_initial_window(self) -> bool:
+        return self.settings.strategy == "auto" and fits_initial_window(
+            self.settings.target_bps, self._rtt
+        )
+
     def _sizes(self) -> None:
         s = self.settings
         self.window = target_window(s.target_bps, self._rtt)
+        self.within_initial_window = self._fits_initial_window()
         self.plan = plan_bursts(s.target_bps, self._rtt, s.size_bytes, s.interval_ms)
         if s.strategy == "auto" and s.burst_limit_bdp > 0:
             if s.download:

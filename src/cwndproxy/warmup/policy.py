@@ -162,9 +162,14 @@ def hold_ping_interval(min_rtt: float) -> float:
 
 
 # -- windows ---------------------------------------------------------------------------------
+def bdp_bytes(target_bps: float, rtt: float) -> float:
+    """The target's bandwidth-delay product, in bytes."""
+    return target_bps / 8 * rtt
+
+
 def target_window(target_bps: float, rtt: float) -> int:
     """The window that fills the target rate: one bandwidth-delay product, in bytes."""
-    return max(MIN_WINDOW_BYTES, math.ceil(target_bps / 8 * rtt))
+    return max(MIN_WINDOW_BYTES, math.ceil(bdp_bytes(target_bps, rtt)))
 
 
 def fits_initial_window(target_bps: float, rtt: float) -> bool:
@@ -173,7 +178,7 @@ def fits_initial_window(target_bps: float, rtt: float) -> bool:
     (a LAN, loopback) also have RTTs below what a receiver can time a flight by (an event
     loop's wake-up on a loaded host), so a grow or check there would measure scheduling
     noise, and a false "lost" verdict costs a regrow or a fallback to bursts."""
-    return target_bps / 8 * rtt <= INITIAL_WINDOW_BYTES
+    return bdp_bytes(target_bps, rtt) <= INITIAL_WINDOW_BYTES
 
 
 def fresh_connection_beats(window_left: int, target_window: int) -> bool:
